@@ -22,6 +22,9 @@ COMMANDS = {
     "evaluate": "emkit.cli.evaluate",
     "data": "emkit.cli.data",
     "model": "emkit.cli.model",
+    "segment": "emkit.cli.segment",
+    "export": "emkit.cli.export",
+    "augment": "emkit.cli.augment",
 }
 
 
