@@ -1,0 +1,103 @@
+"""The image-transformation stage: network architectures for boundaries and affinities.
+
+A network takes ``(batch, z, y, x, channels)`` (or ``(batch, y, x, channels)`` in
+2D) and outputs sigmoid maps: 1 channel of boundaries, or 3 or more channels of
+affinities (nearest-neighbour z, y, x first, then long-range).
+
+- :mod:`~emkit.models.spec`: declarative specs that a recipe writes in YAML.
+- :mod:`~emkit.models.registry`: ``ARCHITECTURES``, a plain dict of named specs,
+  and :func:`build_model`.
+- :mod:`~emkit.models.convnet`, :mod:`~emkit.models.unet`,
+  :mod:`~emkit.models.rsunet`: one builder per family.
+- :mod:`~emkit.models.shapes`: field of view, valid input sizes and output
+  sizes, from a spec or from a built model.
+- :mod:`~emkit.models.dense`: the dense form of the pooled patch classifiers.
+- :mod:`~emkit.models.spatial_transformer`: a spatial transformer layer.
+
+The spec, registry and shapes modules import no Keras; the names that need
+Keras are imported from here on first use.
+
+>>> from emkit.models import ARCHITECTURES, field_of_view
+>>> field_of_view(ARCHITECTURES["n4"])
+(95, 95)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from emkit.models.registry import ARCHITECTURES, DESCRIPTIONS, build_model, get_spec
+from emkit.models.shapes import (
+    Geometry,
+    field_of_view,
+    geometry,
+    is_valid_input_shape,
+    model_geometry,
+    nearest_valid_input_shape,
+    output_shape,
+    output_stride,
+    smallest_input_shape,
+    valid_input_sizes,
+)
+from emkit.models.spec import (
+    ConvNetSpec,
+    LayerSpec,
+    RSUNetSpec,
+    UNetSpec,
+    spec_from_dict,
+    spec_to_dict,
+)
+
+# Names that need Keras -> the module that defines them.
+_LAZY = {
+    "build_convnet": "emkit.models.convnet",
+    "build_unet": "emkit.models.unet",
+    "build_rsunet": "emkit.models.rsunet",
+    "dense_model": "emkit.models.dense",
+    "predict_patchwise": "emkit.models.dense",
+    "with_input_shape": "emkit.models.dense",
+    "DilatedMaxPooling": "emkit.models.layers",
+    "SpatialTransformer": "emkit.models.spatial_transformer",
+    "bilinear_sample": "emkit.models.spatial_transformer",
+    "load_model": "emkit.models.saving",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'emkit.models' has no attribute {name!r}")
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "DESCRIPTIONS",
+    "ConvNetSpec",
+    "DilatedMaxPooling",
+    "Geometry",
+    "LayerSpec",
+    "RSUNetSpec",
+    "SpatialTransformer",
+    "UNetSpec",
+    "bilinear_sample",
+    "build_convnet",
+    "build_model",
+    "build_rsunet",
+    "build_unet",
+    "dense_model",
+    "field_of_view",
+    "geometry",
+    "get_spec",
+    "is_valid_input_shape",
+    "load_model",
+    "model_geometry",
+    "nearest_valid_input_shape",
+    "output_shape",
+    "output_stride",
+    "predict_patchwise",
+    "smallest_input_shape",
+    "spec_from_dict",
+    "spec_to_dict",
+    "valid_input_sizes",
+    "with_input_shape",
+]
