@@ -1,0 +1,147 @@
+"""Whole validation volumes as Keras batches: no augmentation, every voxel once."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from emkit.augment.base import check_int
+from emkit.errors import InputError
+from emkit.sampling.blocks import read_input, tile_sections
+from emkit.sampling.sampler import read_ids
+from emkit.sampling.shapes import model_shapes
+from emkit.sampling.targets import TargetSpec, class_weights, make_targets, make_weights
+
+
+class ValidationSampler(keras.utils.PyDataset):
+    """Batches ``(x, y, w)`` that tile validation sections, for ``fit(validation_data=)``.
+
+    The same targets and weights as :class:`~emkit.sampling.PatchSampler`, without
+    augmentation, and with weight 0 on voxels that an earlier block already covered
+    (tiles overlap at the volume's end) or that lie outside the volume, so that the
+    validation loss is a per-voxel mean over the whole validation data. Blocks whose
+    output window holds no labelled section are skipped. The last batch may be smaller.
+
+    Args:
+        raw, labels, model, target, offsets, thickness, label_kind, unlabelled_value,
+            mask, labelled_sections: as for :class:`~emkit.sampling.PatchSampler`.
+        sections: the validation sections (default: all).
+        class_frequency: boundary fraction per channel to weight classes with (pass the
+            training sampler's ``class_frequency``); None: no class weights.
+        batch_size: blocks per batch.
+        workers, use_multiprocessing, max_queue_size: passed to Keras' ``PyDataset``.
+    """
+
+    def __init__(
+        self,
+        raw,
+        labels,
+        model,
+        *,
+        target: str = "boundaries",
+        offsets=None,
+        thickness: int = 1,
+        label_kind: str = "segmentation",
+        unlabelled_value: int | None = 0,
+        mask=None,
+        sections=None,
+        labelled_sections=None,
+        class_frequency=None,
+        batch_size: int = 1,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(
+            workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
+        )
+        for role, array in (("labels", labels), ("mask", mask)):
+            if array is not None and tuple(array.shape) != tuple(raw.shape):
+                raise InputError(
+                    f"{role} have shape {tuple(array.shape)} but raw has {tuple(raw.shape)}"
+                )
+        self.raw, self.labels, self.mask = raw, labels, mask
+        self.shapes = model_shapes(model)
+        self.spec = TargetSpec(
+            kind=target, ndim=self.shapes.ndim, offsets=offsets, thickness=thickness,
+            label_kind=label_kind, unlabelled_value=unlabelled_value,
+        )
+        if self.spec.channels != self.shapes.out_channels:
+            raise InputError(
+                f"{target} give {self.spec.channels} channel(s) but the model outputs "
+                f"{self.shapes.out_channels}"
+            )
+        self.labelled_sections = (
+            None if labelled_sections is None else tuple(int(z) for z in labelled_sections)
+        )
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        out = self.shapes.output_zyx
+        blocks = tile_sections(raw.shape, self.shapes.input_zyx, out, sections=sections)
+        if self.labelled_sections is not None:
+            labelled = set(self.labelled_sections)
+            blocks = [
+                b for b in blocks
+                if labelled.intersection(range(b.output_start[0], b.output_start[0] + out[0]))
+            ]
+        if not blocks:
+            raise InputError("no validation block holds a labelled section")
+        self.blocks = blocks
+        self.class_frequency = class_frequency
+        self._weights = None if class_frequency is None else class_weights(class_frequency)
+
+    @classmethod
+    def from_dataset(cls, dataset, model, *, sections=None, in_memory=True, **kwargs):
+        """A validation sampler over a data set's ``sections`` (default: its validation ones)."""
+        def load(array):
+            return np.asarray(array) if array is not None and in_memory else array
+
+        if sections is None:
+            sections = dataset.validation_sections or None
+        kwargs.setdefault("label_kind", dataset.label_kind)
+        kwargs.setdefault("unlabelled_value", dataset.unlabelled_value)
+        kwargs.setdefault("labelled_sections", dataset.labelled_sections)
+        return cls(
+            load(dataset.raw), load(dataset.labels), model, mask=load(dataset.mask),
+            sections=sections, **kwargs,
+        )
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.blocks) / self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of a validation sampler with {len(self)} batches")
+        chunk = self.blocks[index * self.batch_size:(index + 1) * self.batch_size]
+        shapes, spec = self.shapes, self.spec
+        x = np.empty((len(chunk), *shapes.input_shape, 1), np.float32)
+        y = np.empty((len(chunk), *shapes.output_shape, spec.channels), np.float32)
+        w = np.empty_like(y)
+        for j, block in enumerate(chunk):
+            x[j, ..., 0] = self._input(block)
+            y[j], w[j] = self.target(block)
+        return x, y, w
+
+    def _input(self, block):
+        window = read_input(self.raw, block, self.shapes.input_zyx)
+        return window[0] if self.shapes.ndim == 2 else window
+
+    def target(self, block):
+        """Target and weight of one block (weight 0 outside the voxels it owns)."""
+        out = self.shapes.output_zyx
+        ctx = self.spec.context
+        box = tuple(o + 2 * c for o, c in zip(out, ctx))
+        start = tuple(s - c for s, c in zip(block.output_start, ctx))
+        ids = read_ids(
+            self.labels, start, box, self.spec, run=block.bounds, mask=self.mask,
+            labelled_sections=self.labelled_sections,
+        )
+        target, known = make_targets(ids, self.spec, out)
+        weight = make_weights(target, known, self.spec, self._weights)
+        owned = np.zeros(out, dtype=np.float32)
+        owned[tuple(
+            slice(o.start - s, o.stop - s) for o, s in zip(block.owned, block.output_start)
+        )] = 1
+        owned = owned[0] if self.shapes.ndim == 2 else owned
+        return target, weight * owned[..., None]
