@@ -1,0 +1,187 @@
+"""Run a recipe end to end: the short function that calls the stages in order.
+
+data -> model -> sampler -> ``fit`` with callbacks (loss, validation, checkpoints,
+histograms, feature maps, budget) -> predict, segment and evaluate the validation
+sections -> write outputs and exports -> log everything to one tracking run.
+
+A run lives in one folder, ``<run.output_root>/<recipe>-<timestamp>/``::
+
+    checkpoints/last.keras   every train.checkpoint_every steps, with the optimizer
+    checkpoints/best.keras   best validation train.best_metric so far
+    checkpoints/state.json   run id, step, epoch, elapsed minutes, best score, finished
+    recipe.yaml              the resolved recipe
+    model.keras              the trained model, for `emkit predict`
+    outputs/                 validation.h5 (pred, seg) and the challenge exports
+
+Calling :func:`run_recipe` again on a folder with an unfinished ``state.json``
+resumes from ``last.keras`` into the same tracking run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emkit.errors import OverwriteError
+from emkit.recipes import Recipe, dump_recipe, flatten, recipe_to_dict
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        run_id: the tracking run.
+        output_dir: the run folder.
+        model_path: the trained ``.keras`` model.
+        steps: optimizer steps done in all.
+        metrics: the final validation metrics.
+        stopped: why training stopped.
+        resumed: whether this call continued an earlier run.
+        outputs: files written (predictions, exports).
+    """
+
+    run_id: str
+    output_dir: Path
+    model_path: Path
+    steps: int
+    metrics: dict
+    stopped: str = ""
+    resumed: bool = False
+    outputs: list = field(default_factory=list)
+
+
+def run_folder(recipe: Recipe, output=None) -> Path:
+    """``output``, or a new ``<output_root>/<recipe>-<YYYYmmdd-HHMMSS>`` folder name."""
+    if output is not None:
+        return Path(output)
+    return Path(recipe.run.output_root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _claim_folder(folder: Path, *, resume: bool, overwrite: bool):
+    """The state to resume from (or None), after the overwrite rules."""
+    from emkit.training import read_state
+
+    state = read_state(folder / "checkpoints")
+    if state is not None and (not state.finished or resume):
+        return state
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            what = "a finished run" if state is not None else "files"
+            raise OverwriteError(
+                f"output folder {str(folder)!r} holds {what}; pass --overwrite to replace it"
+                + (" or --resume to train it further" if state is not None else "")
+            )
+        shutil.rmtree(folder)
+    return None
+
+
+def git_commit() -> str:
+    """The git commit of the emkit checkout (``+dirty`` if changed), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
+
+
+def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: bool = False,
+               tracker=None, callbacks=(), verbose: int = 0) -> RunResult:
+    """Trains, validates, evaluates and exports one recipe, tracked as one run.
+
+    Args:
+        recipe: a loaded recipe (:func:`emkit.recipes.load_recipe`).
+        output: the run folder; default a new one under ``run.output_root``. A folder
+            with an unfinished ``state.json`` is resumed.
+        resume: also continue a *finished* run (e.g. with a larger ``train.max_steps``).
+        overwrite: replace a folder that holds a finished run or other files.
+        tracker: a tracker (:mod:`emkit.tracking`); default MLflow at ``tracking.uri``.
+        callbacks: extra Keras callbacks (e.g. for tests).
+        verbose: Keras' ``fit`` verbosity.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        OverwriteError: the folder holds a finished run and neither flag was given.
+        KeyboardInterrupt: after a last checkpoint is saved; the run is marked KILLED
+            and resumes with the same command and ``--output``.
+    """
+    from emkit.recipes import stages
+    from emkit.tracking import MlflowTracker
+    from emkit.training import (Budget, Checkpoints, Clock, LayerVisualization, LossLogger,
+                                TrainState, Validation, WeightHistograms, fit_steps,
+                                global_step, load_checkpoint, write_state)
+
+    folder = run_folder(recipe, output)
+    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
+    resumed = state is not None
+    if resumed:
+        state.finished = False
+    checkpoints_dir = folder / "checkpoints"
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker or MlflowTracker(recipe.tracking.uri)
+    run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
+                           run_id=state.run_id if resumed else None)
+    recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
+    recipe_file.write_text(dump_recipe(recipe))
+    tracker.log_artifact(recipe_file)
+    try:
+        data = stages.prepare_data(recipe)
+        if not resumed:
+            state = TrainState(run_id=run_id, recipe=recipe.name)
+            write_state(checkpoints_dir, state)
+            tracker.log_params(flatten(recipe_to_dict(recipe)))
+            tracker.set_tags({"emkit.recipe": recipe.name, "emkit.output_dir": str(folder.resolve()),
+                              "git_commit": git_commit(),
+                              **{f"data.{k}": v for k, v in data.checksums.items()}})
+        last = checkpoints_dir / "last.keras"
+        model = load_checkpoint(last) if resumed and last.exists() else stages.build_network(recipe)
+        sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
+        validate = stages.ValidationPipeline(recipe, data)
+        t = recipe.train
+        clock = Clock(state.elapsed_minutes)
+        checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
+                                  best_metric=t.best_metric, best_mode=t.best_mode)
+        budget = Budget(t.max_steps, t.max_minutes, clock)
+        validation = Validation(validate, tracker, t.validate_every, checkpoints)
+        fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
+                  initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose, callbacks=[
+                      budget, LossLogger(tracker, t.log_every, clock), checkpoints, validation,
+                      WeightHistograms(tracker, t.histogram_every),
+                      LayerVisualization(tracker, t.visualize_every, stages.fixed_input(sampler)),
+                      *callbacks])
+        checkpoints.set_model(model)
+        checkpoints.save()
+        step = global_step(model)
+        if not validation.history or validation.history[-1][0] != step or validate.last is None:
+            validation.set_model(model)
+            validation.run(step)
+        result = validate.last
+        model_path = folder / "model.keras"
+        model.save(model_path)
+        outputs = stages.write_outputs(recipe, data, result, folder / "outputs")
+        for path in (model_path, checkpoints_dir, folder / "outputs"):
+            tracker.log_artifact(path, None if path.is_file() else path.name)
+        state.finished = True
+        write_state(checkpoints_dir, state)
+        tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
+        tracker.finish("FINISHED")
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return RunResult(run_id, folder, model_path, step, result.metrics,
+                     stopped=budget.reason or "", resumed=resumed, outputs=outputs)
+
+
+__all__ = ["RunResult", "git_commit", "run_folder", "run_recipe"]

@@ -1,0 +1,311 @@
+"""Each pipeline stage built from its recipe section; plain functions and small dataclasses.
+
+The orchestration (:func:`emkit.pipeline.run_recipe`) calls these in order:
+:func:`prepare_data` -> :func:`build_network` -> :func:`build_sampler` -> training ->
+:class:`ValidationPipeline` (predict, segment, evaluate) -> :func:`write_outputs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emkit.errors import InputError
+from emkit.recipes.loading import model_overrides, postprocess_function
+from emkit.recipes.schema import Recipe
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreparedData:
+    """The data a run works on.
+
+    Attributes:
+        dataset: the data set, its ``raw`` preprocessed and in memory.
+        train_sections: the sections (z) the sampler draws from.
+        validation_sections: the sections predicted, segmented and scored.
+        scored_sections: indices into ``validation_sections`` that have labels.
+        checksums: ``{"raw_sha256": ..., "labels_sha256": ...}`` of the data as read.
+    """
+
+    dataset: object
+    train_sections: tuple[int, ...]
+    validation_sections: tuple[int, ...]
+    scored_sections: tuple[int, ...]
+    checksums: dict
+
+
+def preprocess(raw: np.ndarray, *, method: str = "none", sigma: float = 16.0,
+               clip_sigma: float = 3.0) -> np.ndarray:
+    """Per-section intensity preprocessing (thesis section 1.4.2), to float32 in [0, 1].
+
+    Args:
+        raw: ndarray of shape (Z, Y, X).
+        method: ``"none"`` (returned as it is: the sampler and predictor scale uint8
+            by 1/255), ``"standardize"`` (zero mean, unit variance per section) or
+            ``"whiten"`` (minus a Gaussian local mean of width ``sigma``, divided by the
+            local standard deviation).
+        clip_sigma: +-this many standard deviations map to 0 and 1.
+
+    >>> raw = np.array([[[0, 2], [4, 6]]], np.uint8)
+    >>> preprocess(raw, method="standardize", clip_sigma=2).round(2).tolist()
+    [[[0.22, 0.41], [0.59, 0.78]]]
+    """
+    if method == "none":
+        return raw
+    from emkit.sampling import raw_to_unit
+
+    x = raw_to_unit(raw).astype(np.float32, copy=True)
+    if method == "standardize":
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        std = x.std(axis=(1, 2), keepdims=True)
+    elif method == "whiten":
+        from scipy.ndimage import gaussian_filter
+
+        s = (0, sigma, sigma)
+        mean = gaussian_filter(x, s)
+        std = np.sqrt(np.maximum(gaussian_filter(x * x, s) - mean * mean, 0))
+    else:
+        raise InputError(f"preprocess.method: got {method!r}; allowed: none, standardize, whiten")
+    x = (x - mean) / np.maximum(std, 1e-6)
+    return np.clip(0.5 + x / (2 * clip_sigma), 0, 1).astype(np.float32)
+
+
+def _sha256(array) -> str | None:
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def prepare_data(recipe: Recipe) -> PreparedData:
+    """Loads the data set, preprocesses it and splits it by sections."""
+    from emkit.datasets import load_dataset, split_sections
+
+    cfg = recipe.data
+    dataset = load_dataset(cfg.name, root=cfg.root, **cfg.options)
+    raw = np.asarray(dataset.raw)
+    labels = None if dataset.labels is None else np.asarray(dataset.labels)
+    if labels is None:
+        raise InputError(f"data.name: {cfg.name} has no labels to train on")
+    checksums = {"raw_sha256": _sha256(raw), "labels_sha256": _sha256(labels)}
+    mask = None if dataset.mask is None else np.asarray(dataset.mask)
+    if cfg.crop is not None:
+        if len(cfg.crop) != 2 or min(cfg.crop) < 1:
+            raise InputError(f"data.crop: expected [y, x] sizes >= 1, got {cfg.crop}")
+        box = (slice(None), slice(0, cfg.crop[0]), slice(0, cfg.crop[1]))
+        raw, labels = raw[box], labels[box]
+        mask = None if mask is None else mask[box]
+    p = recipe.preprocess
+    raw = preprocess(raw, method=p.method, sigma=p.sigma, clip_sigma=p.clip_sigma)
+    dataset = dataclasses.replace(dataset, raw=raw, labels=labels, mask=mask)
+    if cfg.validation_sections == []:  # nothing held back: validate on the whole volume
+        train = tuple(range(dataset.num_sections))
+        validation = train
+    else:
+        split = split_sections(dataset, validation=cfg.validation_sections)
+        train, validation = split.train, split.validation
+    if recipe.evaluation.max_sections is not None:
+        validation = _limit(validation, recipe.evaluation.max_sections, dataset.labelled_sections)
+    labelled = dataset.labelled_sections
+    scored = tuple(i for i, z in enumerate(validation) if labelled is None or z in labelled)
+    if not scored:
+        raise InputError(f"data.validation_sections: none of {validation} is labelled")
+    return PreparedData(dataset, tuple(train), tuple(validation), scored, checksums)
+
+
+def _limit(validation, n, labelled):
+    """The first ``n`` validation sections, moved to keep one labelled section if any."""
+    if len(validation) <= n:
+        return tuple(validation)
+    if labelled:
+        first = next((i for i, z in enumerate(validation) if z in labelled), 0)
+        start = min(max(0, first - n // 2), len(validation) - n)
+        return tuple(validation[start:start + n])
+    return tuple(validation[:n])
+
+
+# --------------------------------------------------------------------------- model, sampler
+
+
+def build_network(recipe: Recipe):
+    """The recipe's model, built with the run's seed, and compiled."""
+    import keras
+
+    from emkit.models import build_model, get_spec
+    from emkit.training import compile_model
+
+    keras.utils.set_random_seed(recipe.run.seed)
+    spec = get_spec(recipe.model.architecture, **model_overrides(recipe))
+    model = build_model(spec)
+    t = recipe.train
+    return compile_model(model, optimizer=t.optimizer, learning_rate=t.learning_rate,
+                         momentum=t.momentum)
+
+
+def build_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
+    """The training :class:`~emkit.sampling.PatchSampler` over the training sections."""
+    from emkit.sampling import PatchSampler
+
+    s = recipe.sampler
+    offsets = None if s.offsets is None else tuple(tuple(o) for o in s.offsets)
+    return PatchSampler.from_dataset(
+        data.dataset, model, sections=data.train_sections, target=s.target, offsets=offsets,
+        thickness=s.thickness, augment=s.augment, max_defects=s.max_defects, balance=s.balance,
+        batch_size=s.batch_size, batches_per_epoch=recipe.train.steps_per_epoch,
+        seed=recipe.run.seed, epoch=epoch, workers=s.workers, max_queue_size=s.max_queue_size,
+    )
+
+
+def fixed_input(sampler) -> np.ndarray:
+    """One un-augmented input batch of shape (1, ...) for the feature-map images."""
+    sample = sampler.sample(0, 0, epoch=0, augment=False)
+    raw = sample.raw[0] if sampler.shapes.ndim == 2 else sample.raw
+    return raw[None, ..., None].astype(np.float32)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class ValidationResult:
+    """One pass of the pipeline over the validation sections.
+
+    Attributes:
+        pred: ndarray of shape (Z, Y, X, C), float32, the network's output.
+        seg: ndarray of shape (Z, Y, X), uint64, the segmentation.
+        metrics: :func:`emkit.metrics.evaluate`'s dict (``pixel_error`` from the
+            boundary map, the rest from the segmentation).
+    """
+
+    pred: np.ndarray
+    seg: np.ndarray
+    metrics: dict
+
+
+class ValidationPipeline:
+    """Predict, segment and evaluate the validation sections; keeps the last result.
+
+    Called as ``validate(model) -> (metrics, images)`` by the
+    :class:`~emkit.training.Validation` callback.
+    """
+
+    def __init__(self, recipe: Recipe, data: PreparedData):
+        self.recipe, self.data = recipe, data
+        dataset = data.dataset
+        sections = list(data.validation_sections)
+        self.raw = dataset.raw[sections]
+        self.labels = dataset.labels[sections]
+        self.last: ValidationResult | None = None
+
+    def predict(self, model) -> np.ndarray:
+        from emkit.inference import predict_volume
+
+        i = self.recipe.inference
+        offsets = self.recipe.sampler.offsets
+        if self.recipe.sampler.target == "affinities" and offsets is None:
+            offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+        return predict_volume(
+            model, self.raw, tile_shape=None if i.tile_shape is None else tuple(i.tile_shape),
+            overlap=i.overlap, blend=i.blend, batch_size=i.batch_size, tta=i.tta,
+            offsets=[tuple(o) for o in offsets] if (i.tta and offsets) else None, progress=False,
+        )
+
+    def segment(self, pred: np.ndarray) -> np.ndarray:
+        p = self.recipe.postprocess
+        function = postprocess_function(p.method)
+        if p.method == "watershed_2d":
+            return function(pred[..., 0], **p.options)
+        options = dict(p.options)
+        thresholds = options.pop("thresholds", [0.5])
+        offsets = self.recipe.sampler.offsets
+        if offsets is not None:
+            options.setdefault("offsets", [tuple(o) for o in offsets])
+        return function(pred, thresholds=thresholds[:1], **options)[0]
+
+    def evaluate(self, pred: np.ndarray, seg: np.ndarray) -> dict:
+        from emkit.metrics import evaluate
+
+        scored = list(self.data.scored_sections)
+        gt = self.labels[scored]
+        voxel_size = self.data.dataset.voxel_size_nm
+        metrics = evaluate(seg[scored], gt, pred_kind="segmentation", voxel_size_nm=voxel_size)
+        if self.recipe.sampler.target == "boundaries":
+            pixel = evaluate(pred[scored, ..., 0], gt, pred_kind="boundaries",
+                             metrics=("pixel_error",), threshold=self.recipe.evaluation.threshold)
+            metrics["pixel_error"] = pixel["pixel_error"]
+        return metrics
+
+    def run(self, model) -> ValidationResult:
+        pred = self.predict(model)
+        seg = self.segment(pred)
+        self.last = ValidationResult(pred, seg, self.evaluate(pred, seg))
+        return self.last
+
+    def __call__(self, model):
+        from emkit.metrics import METRICS
+        from emkit.training.plots import overlay
+
+        result = self.run(model)
+        z = self.data.scored_sections[len(self.data.scored_sections) // 2]
+        pred = result.pred[z]
+        boundaries = pred[..., 0] if pred.shape[-1] == 1 else 1 - pred[..., :3].mean(axis=-1)
+        image = overlay(self.raw[z], boundaries, result.seg[z])
+        metrics = {k: result.metrics.get(k) for k in METRICS}
+        return metrics, {"overlay": image}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_outputs(recipe: Recipe, data: PreparedData, result: ValidationResult, folder) -> list[Path]:
+    """Writes the prediction, the segmentation and the challenge exports into ``folder``.
+
+    Returns:
+        The paths written.
+    """
+    from emkit import export
+    from emkit.io import write_volume
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    voxel_size = data.dataset.voxel_size_nm
+    written = []
+    if recipe.export.predictions:
+        path = folder / "validation.h5"
+        pred = np.moveaxis(result.pred, -1, 0)  # channels first on disk
+        pred = pred[0] if pred.shape[0] == 1 else pred
+        write_volume(f"{path}:pred", pred, voxel_size_nm=voxel_size if pred.ndim == 3 else None,
+                     overwrite=True)
+        write_volume(f"{path}:seg", result.seg, voxel_size_nm=voxel_size, overwrite=True)
+        written.append(path)
+    for fmt in recipe.export.formats:
+        if fmt == "isbi2012":
+            boundaries = result.pred[..., 0] if result.pred.shape[-1] == 1 else \
+                1 - result.pred[..., :3].mean(axis=-1)
+            path = export.export_isbi2012(folder / "isbi2012.tif", boundaries, overwrite=True)
+        elif fmt == "snemi3d":
+            path = export.export_snemi3d(folder / "snemi3d.tif", result.seg, overwrite=True)
+        else:
+            path = export.export_cremi(folder / "cremi.hdf", result.seg, overwrite=True,
+                                       resolution_nm=voxel_size or export.CREMI_RESOLUTION_NM)
+        written.append(Path(path) if path is not None else folder)
+    return written
+
+
+__all__ = [
+    "PreparedData",
+    "ValidationPipeline",
+    "ValidationResult",
+    "build_network",
+    "build_sampler",
+    "fixed_input",
+    "prepare_data",
+    "preprocess",
+    "write_outputs",
+]

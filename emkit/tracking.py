@@ -1,0 +1,212 @@
+"""Experiment tracking behind a tiny interface; the only module that imports MLflow.
+
+A tracker has ``start / log_params / log_metrics / log_artifact / log_image /
+set_tags / finish``. :class:`MlflowTracker` writes to any MLflow tracking URI (the
+default is a local SQLite store, ``sqlite:///mlruns/mlflow.db``, with artifacts in
+``mlruns/artifacts``); :class:`MemoryTracker` keeps everything in lists, for tests.
+
+One run per recipe execution: :meth:`Tracker.start` with the ``run_id`` of an
+interrupted run continues that run. MLflow params cannot change once logged, so a
+resumed run logs none (see :func:`emkit.pipeline.run_recipe`).
+
+>>> tracker = MemoryTracker()
+>>> run_id = tracker.start(experiment="demo", run_name="a")
+>>> tracker.log_metrics({"train_loss": 0.5}, step=1)
+>>> tracker.metrics["train_loss"]
+[(1, 0.5)]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+#: The local store used when neither the recipe, the CLI nor $MLFLOW_TRACKING_URI names one.
+DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+#: MLflow's limit on a param value's length.
+MAX_PARAM_LENGTH = 500
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_URI`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _sqlite_folder(uri: str) -> Path | None:
+    """The folder of a ``sqlite:///`` store's file (created), or None for other stores."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    folder = Path(uri[len(prefix):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class MemoryTracker:
+    """A tracker that keeps everything in memory (tests, dry runs).
+
+    Attributes:
+        params: dict of logged params.
+        metrics: name -> list of ``(step, value)``.
+        artifacts: list of ``(local_path, artifact_path)``.
+        images: list of ``(key, step, shape)``.
+        tags: dict of tags.
+        status: the status given to :meth:`finish`, or None while running.
+    """
+
+    def __init__(self):
+        self.run_id = None
+        self.params: dict = {}
+        self.metrics: dict[str, list] = {}
+        self.artifacts: list = []
+        self.images: list = []
+        self.tags: dict = {}
+        self.status = None
+
+    def start(self, *, experiment: str, run_name: str, run_id: str | None = None) -> str:
+        self.run_id = run_id or uuid.uuid4().hex
+        self.status = None
+        return self.run_id
+
+    def log_params(self, params: dict) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: dict, *, step: int) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append((step, float(value)))
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self.artifacts.append((str(path), artifact_path))
+
+    def log_image(self, image, *, key: str, step: int) -> None:
+        self.images.append((key, step, tuple(image.shape)))
+
+    def set_tags(self, tags: dict) -> None:
+        self.tags.update(tags)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.status = status
+
+
+class MlflowTracker:
+    """A tracker that writes to an MLflow tracking store.
+
+    Args:
+        uri: a tracking URI (see :func:`tracking_uri`). A ``sqlite:///`` store keeps
+            artifacts in ``artifacts/`` beside its file.
+    """
+
+    def __init__(self, uri: str | None = None):
+        from mlflow import MlflowClient
+
+        self.uri = tracking_uri(uri)
+        self._folder = _sqlite_folder(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.run_id = None
+
+    def start(self, *, experiment: str, run_name: str, run_id: str | None = None) -> str:
+        """Starts a new run in ``experiment``, or continues run ``run_id``.
+
+        Returns:
+            The run id.
+        """
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if self._folder is not None:
+                location = (self._folder / "artifacts").resolve().as_uri()
+            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
+        run = self.client.create_run(experiment_id, run_name=run_name)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict, *, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            self.client.log_artifacts(self.run_id, path, artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, path, artifact_path)
+
+    def log_image(self, image, *, key: str, step: int) -> None:
+        self.client.log_image(self.run_id, image, key=key, step=int(step))
+
+    def set_tags(self, tags: dict) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Ends the run: ``"FINISHED"``, ``"KILLED"`` (interrupted; resumable) or ``"FAILED"``."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _param_value(value) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+def run_info(uri: str, run_id: str) -> dict:
+    """A run's status, params, last metrics and tags, read back (for tests and summaries)."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    return {
+        "status": run.info.status,
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "tags": dict(run.data.tags),
+        "artifact_uri": run.info.artifact_uri,
+    }
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every logged value of metric ``key``."""
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in history)
+
+
+def ui_command(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The command line that starts the MLflow UI on a store (``emkit ui``)."""
+    uri = tracking_uri(uri)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port)]
+    folder = _sqlite_folder(uri)
+    if folder is not None:
+        command += ["--default-artifact-root", (folder / "artifacts").resolve().as_uri()]
+    return command
+
+
+__all__ = [
+    "DEFAULT_URI",
+    "MemoryTracker",
+    "MlflowTracker",
+    "metric_history",
+    "run_info",
+    "tracking_uri",
+    "ui_command",
+]
