@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: venv run test bench clean
+.PHONY: venv run quick test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,20 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	$(VENV)/bin/emkit evaluate emkit:isbi2012/train-labels emkit:isbi2012/train-labels
+	$(VENV)/bin/emkit recipe run isbi_n4
+
+quick: venv
+	$(VENV)/bin/emkit recipe run isbi_n4 --quick
 
 test: venv
 	$(PY) -m pytest -q tests
 
 bench: venv
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/models.py
+	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/postprocess.py
+	$(PY) benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

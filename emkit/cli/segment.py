@@ -1,0 +1,265 @@
+"""``emkit segment INPUT --output OUT``: segment a boundary map or an affinity volume."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from emkit.errors import InputError
+
+DESCRIPTION = """\
+Segment a boundary map or an affinity volume and write the label volume (uint64,
+ids consecutive from 1).
+
+INPUT is read by its shape:
+  (z, y, x) or (y, x)  boundary map, 1 = boundary; float in [0, 1], or uint8 read as
+                       value / 255. Segmented by a seeded 2D watershed in each section.
+  (c, z, y, x)         affinities, stored CHANNELS FIRST on disk as waterz, gunpowder and
+                       neuroglancer expect (emkit converts them to channels last in
+                       memory). Channels 0-2 are the offsets (1,0,0), (0,1,0), (0,0,1)
+                       (z, y, x): channel d at voxel v is P(v and v - d are one object).
+                       Further (long-range) channels are ignored. Float in [0, 1], or
+                       uint8 read as value / 255. Segmented by the 3D watershed of
+                       Zlateski & Seung (2015) with size-dependent merging, then
+                       mean-affinity agglomeration.
+
+Agglomeration thresholds are scores, as in waterz: threshold t merges two regions while
+the mean affinity along their boundary is above 1 - t (larger t merges more). Several
+thresholds come from one pass; then OUT must contain {threshold}, which is replaced by
+each value (e.g. seg.h5:seg/{threshold}).
+
+Paths: file.tif, file.h5:volumes/pred, store.zarr:key, file.npy. The voxel size is
+copied from INPUT unless --voxel-size is given. Exit status 0 on success, 2 on bad input.
+"""
+
+EPILOG = """\
+examples:
+  emkit segment pred.h5:volumes/affs --output seg.h5:volumes/labels/neuron_ids
+  emkit segment pred.h5:volumes/affs --output seg.h5:seg/{threshold} --thresholds 0.3,0.5
+  emkit segment boundaries.tif --output seg.tif --seeds distance
+"""
+
+
+# The library's defaults, repeated here so that building the parser imports nothing heavy
+# (tests check that they agree with emkit.postprocess).
+DEFAULTS = {
+    "thresholds": "0.5",
+    "scoring": "mean",
+    "quantile": 0.5,
+    "bins": 64,
+    "low": 0.0001,
+    "high": 0.9999,
+    "size_threshold": 25,
+    "merge_threshold": 0.5,
+    "dust_size": 0,
+    "seeds": "threshold",
+    "seed_threshold": 0.3,
+    "min_height": 2.0,
+    "smoothing": 1.0,
+    "min_size": 20,
+}
+SCORINGS = ("mean", "quantile")
+SEEDS = ("threshold", "distance")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    d = DEFAULTS
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment a boundary map or affinities (watershed + agglomeration)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", metavar="INPUT", help="boundary map or affinity volume")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT",
+                        help="where to write the segmentation")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--voxel-size", metavar="Z,Y,X",
+                        help="voxel size in nm to store (default: INPUT's)")
+    group = parser.add_argument_group("affinities: watershed and agglomeration")
+    group.add_argument("--thresholds", default=d["thresholds"], metavar="T[,T...]",
+                       help=f"agglomeration score thresholds in [0, 1] (default: {d['thresholds']})")
+    group.add_argument("--scoring", choices=SCORINGS, default=d["scoring"],
+                       help="edge score: 1 - mean or 1 - quantile of the boundary's "
+                       "affinities (default: mean)")
+    group.add_argument("--quantile", type=float, default=d["quantile"],
+                       help="quantile for --scoring quantile (default: 0.5, the median)")
+    group.add_argument("--bins", type=int, default=d["bins"],
+                       help="histogram bins per edge for --scoring quantile "
+                       f"(default: {d['bins']})")
+    group.add_argument("--low", type=float, default=d["low"],
+                       help=f"cut edges with affinity <= LOW (default: {d['low']})")
+    group.add_argument("--high", type=float, default=d["high"],
+                       help="always join edges with affinity >= HIGH "
+                       f"(default: {d['high']})")
+    group.add_argument("--size-threshold", type=int, default=d["size_threshold"],
+                       help="regions smaller than this (voxels) merge along strong edges "
+                       f"(default: {d['size_threshold']})")
+    group.add_argument("--merge-threshold", type=float,
+                       default=d["merge_threshold"],
+                       help="smallest edge affinity for those merges "
+                       f"(default: {d['merge_threshold']})")
+    group.add_argument("--dust-size", type=int, default=d["dust_size"],
+                       help="regions still smaller than this become 0 "
+                       f"(default: {d['dust_size']}, keep all)")
+    group.add_argument("--fragments", metavar="OUT",
+                       help="also write the watershed fragments here")
+    group = parser.add_argument_group("boundary maps: seeded 2D watershed")
+    group.add_argument("--seeds", choices=SEEDS, default=d["seeds"],
+                       help=f"seed kind (default: {d['seeds']})")
+    group.add_argument("--seed-threshold", type=float,
+                       default=d["seed_threshold"],
+                       help="interior is boundaries < this "
+                       f"(default: {d['seed_threshold']})")
+    group.add_argument("--min-height", type=float, default=d["min_height"],
+                       help="distance seeds: least height (pixels) of a maximum "
+                       f"(default: {d['min_height']})")
+    group.add_argument("--smoothing", type=float, default=d["smoothing"],
+                       help="distance seeds: Gaussian sigma in pixels "
+                       f"(default: {d['smoothing']})")
+    group.add_argument("--min-size", type=int, default=d["min_size"],
+                       help="absorb segments with fewer pixels "
+                       f"(default: {d['min_size']})")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_floats(text: str, name: str, count: int | None = None) -> tuple[float, ...]:
+    """``"0.3,0.5"`` as floats, or InputError naming the option."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count):
+        what = f"{count} numbers" if count else "numbers"
+        raise InputError(f"{name} must be {what} separated by commas, got {text!r}")
+    return values
+
+
+def output_specs(template: str, thresholds) -> list[str]:
+    """One output spec per threshold, from a template with ``{threshold}``."""
+    if len(thresholds) > 1 and "{threshold}" not in template:
+        raise InputError(
+            f"--output {template!r} names one volume but {len(thresholds)} thresholds were "
+            "given; put {threshold} in it, e.g. seg.h5:seg/{threshold}"
+        )
+    return [template.replace("{threshold}", f"{t:g}") for t in thresholds]
+
+
+def check_writable(spec: str, overwrite: bool) -> None:
+    """Fail before any work when an output exists and --overwrite is not given."""
+    from emkit.errors import OverwriteError
+    from emkit.io import list_keys, parse_spec
+
+    parsed = parse_spec(spec)
+    if overwrite or not parsed.path.exists():
+        return
+    if parsed.format in ("hdf5", "zarr"):
+        if parsed.key in list_keys(parsed.path):
+            raise OverwriteError(
+                f"'{parsed}' exists; pass --overwrite to replace it"
+            )
+        return
+    raise OverwriteError(f"'{parsed.path}' exists; pass --overwrite to replace it")
+
+
+def read_probabilities(volume, role: str):
+    """A float32 array in [0, 1] from a float or uint8 volume."""
+    import numpy as np
+
+    data = np.asarray(volume[...])
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / np.float32(255)
+    if data.dtype.kind != "f":
+        raise InputError(
+            f"{role} '{volume.spec}' has dtype {data.dtype}; expected floats in [0, 1] "
+            "or uint8 (0-255)"
+        )
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if not (lo >= 0 and hi <= 1):  # also catches NaN
+        raise InputError(
+            f"{role} '{volume.spec}' must hold values in [0, 1] (probabilities), got "
+            f"values from {lo} to {hi}"
+        )
+    return data.astype(np.float32, copy=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from emkit.io import open_volume, write_volume
+
+    start = time.perf_counter()
+    volume = open_volume(args.input)
+    voxel_size = (
+        parse_floats(args.voxel_size, "--voxel-size", 3) if args.voxel_size
+        else volume.voxel_size_nm
+    )
+    if volume.ndim == 4:
+        thresholds = parse_floats(args.thresholds, "--thresholds")
+        outputs = output_specs(args.output, thresholds)
+        if volume.shape[0] < 3:
+            hint = (
+                "; it looks channels last, store it channels first"
+                if volume.shape[-1] >= 3 else ""
+            )
+            raise InputError(
+                f"INPUT '{volume.spec}' has shape {volume.shape}: affinities must be stored "
+                f"channels first (c, z, y, x) with at least 3 channels, offsets (1,0,0), "
+                f"(0,1,0), (0,0,1), got {volume.shape[0]} channel(s){hint}"
+            )
+        for spec in outputs + ([args.fragments] if args.fragments else []):
+            check_writable(spec, args.overwrite)
+        from emkit.postprocess import segment_affinities
+
+        affs = np.moveaxis(read_probabilities(volume, "INPUT"), 0, -1)  # a view
+        result = segment_affinities(
+            affs,
+            thresholds=thresholds,
+            scoring=args.scoring,
+            quantile=args.quantile,
+            bins=args.bins,
+            low=args.low,
+            high=args.high,
+            size_threshold=args.size_threshold,
+            merge_threshold=args.merge_threshold,
+            dust_size=args.dust_size,
+            return_fragments=bool(args.fragments),
+        )
+        segs, fragments = result if args.fragments else (result, None)
+        if args.fragments:
+            write_volume(args.fragments, fragments, voxel_size_nm=voxel_size,
+                         overwrite=args.overwrite)
+            _report(args.fragments, fragments, "fragments")
+        for spec, seg, t in zip(outputs, segs, thresholds):
+            write_volume(spec, seg, voxel_size_nm=voxel_size, overwrite=args.overwrite)
+            _report(spec, seg, f"segments at threshold {t:g}")
+    elif volume.ndim in (2, 3):
+        if args.fragments:
+            raise InputError("--fragments applies to affinities (c, z, y, x) only")
+        check_writable(args.output, args.overwrite)
+        from emkit.postprocess import watershed_2d
+
+        seg = watershed_2d(
+            read_probabilities(volume, "INPUT"),
+            seeds=args.seeds,
+            seed_threshold=args.seed_threshold,
+            min_height=args.min_height,
+            smoothing=args.smoothing,
+            min_size=args.min_size,
+        )
+        write_volume(args.output, seg, voxel_size_nm=voxel_size, overwrite=args.overwrite)
+        _report(args.output, seg, "segments")
+    else:
+        raise InputError(
+            f"INPUT '{volume.spec}' has shape {volume.shape}: expected a boundary map "
+            "(z, y, x) or (y, x), or affinities (c, z, y, x)"
+        )
+    print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _report(spec, seg, what):
+    print(f"wrote {spec}: {int(seg.max())} {what}, shape {tuple(seg.shape)}", file=sys.stderr)
