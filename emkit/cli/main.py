@@ -25,6 +25,9 @@ COMMANDS = {
     "segment": "emkit.cli.segment",
     "export": "emkit.cli.export",
     "augment": "emkit.cli.augment",
+    "predict": "emkit.cli.predict",
+    "recipe": "emkit.cli.recipe",
+    "ui": "emkit.cli.ui",
 }
 
 

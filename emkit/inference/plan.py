@@ -1,0 +1,319 @@
+"""Tile sizes and the network to run, asked of the model: :func:`plan_prediction`.
+
+The input window ``I``, output window ``O`` and context ``c = I - O`` come from
+the built model (:func:`emkit.models.model_geometry`), never from a config:
+
+- a pooled patch classifier (N4, VD2D: output stride > 1) runs in its dense
+  form (:func:`emkit.models.dense_model`), ``c = fov - 1``, any ``O``;
+- any other convolutional model may be rebuilt for a larger or smaller tile
+  (:func:`emkit.models.dense.with_input_shape`), at the smallest valid input
+  that gives at least the wanted output, and tiles start on multiples of its
+  period (the spacing of its valid input sizes: the product of its poolings);
+- a model with a global layer keeps its own window.
+
+Rebuilt nets and worked-out shapes are cached per model (weakly), and a cached
+net gets the model's current weights before each use, so a validation callback
+that predicts every epoch neither rebuilds nor retraces.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from emkit.errors import InputError
+from emkit.inference import tiling
+from emkit.models import shapes
+
+# Output tile (y, x) / (z, y, x) when the model's own window is no guide: the
+# dense form of a pooled patch classifier (its own output is 1 voxel), or a
+# model built without a fixed input size.
+DEFAULT_TILE = {2: (256, 256), 3: (16, 128, 128)}
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """How a model is run on a volume.
+
+    Attributes:
+        model: The network run on each tile: the model itself, the same layers
+            rebuilt for the tile size, or the dense form of a pooled patch
+            classifier.
+        model_ndim: 2 (run section by section) or 3.
+        grid: The tiles, in ``(z, y, x)`` (``z`` tiles of 1 section for a 2D model).
+        in_channels: Input channels.
+        out_channels: Output channels.
+    """
+
+    model: Any
+    model_ndim: int
+    grid: tiling.TileGrid
+    in_channels: int
+    out_channels: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The tile input window ``(y, x)`` or ``(z, y, x)``, as the model takes it."""
+        return self.grid.input_shape[-self.model_ndim:]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The tile output window ``(y, x)`` or ``(z, y, x)``."""
+        return self.grid.output_shape[-self.model_ndim:]
+
+
+def plan_prediction(
+    model,
+    volume_shape,
+    *,
+    tile_shape=None,
+    overlap=None,
+    blend: str = "bump",
+    tta: bool = False,
+) -> PredictionPlan:
+    """Chooses the tile size and the network to run for a model and a volume.
+
+    Args:
+        model: A built Keras model (also one loaded from ``.keras``), 2D
+            ``(batch, y, x, c)`` or 3D ``(batch, z, y, x, c)``, one input, one
+            output.
+        volume_shape: ``(Z, Y, X)`` or ``(Y, X)`` (spatial axes only).
+        tile_shape: Output tile ``(y, x)`` or ``(z, y, x)``. Default: the model's
+            own output window; :data:`DEFAULT_TILE` for the dense form of a
+            pooled patch classifier and for models without a fixed input size.
+            A model that takes other sizes (any convolutional one) is rebuilt
+            for the smallest valid input at least ``tile_shape`` + context (and
+            no larger than the volume needs); one that does not (a global
+            layer) must keep its own window.
+        overlap: Output voxels shared by neighbouring tiles: an int or one per
+            model axis. Default: a quarter of the tile for ``"bump"`` and
+            ``"gaussian"``, 0 for ``"valid"``. Tiles start on multiples of the
+            model's period (the product of its poolings, 16 for a U-Net with
+            four; 1 for a dense net), so that each computes exactly what one
+            pass over the whole volume would; the overlap is rounded up to
+            keep the step a multiple of it.
+        blend: ``"bump"``, ``"gaussian"`` or ``"valid"`` (see
+            :mod:`emkit.inference.tiling`).
+        tta: Plan for test-time augmentation: square y/x tiles and a context
+            that flips onto itself.
+
+    Returns:
+        A :class:`PredictionPlan`.
+
+    Raises:
+        InputError: A 3D model for a 2D image, an invalid ``tile_shape`` or
+            ``overlap``, or a model whose window cannot be changed or flipped as asked.
+    """
+    ndim = _model_ndim(model)
+    volume_shape = tuple(int(n) for n in volume_shape)
+    if len(volume_shape) not in (2, 3) or min(volume_shape, default=0) < 1:
+        raise InputError(f"raw: expected a (Y, X) or (Z, Y, X) volume, got shape {volume_shape}")
+    if ndim == 3 and len(volume_shape) == 2:
+        raise InputError(
+            f"raw: model {model.name!r} is 3D (input (batch, z, y, x, c) = "
+            f"{tuple(model.inputs[0].shape)}); it cannot run on a 2D image of shape "
+            f"{volume_shape}; give a (Z, Y, X) volume"
+        )
+    if tile_shape is not None:
+        tile_shape = _per_axis(tile_shape, ndim, "tile_shape")
+    key = ("shapes", volume_shape[-ndim:], tile_shape, bool(tta))
+    geometry, dense, own_input, input_shape, output_shape, period = _memo(
+        model, key, lambda: _tile_shapes(model, ndim, volume_shape[-ndim:], tile_shape, tta)
+    )
+    if dense:
+        net = _tile_net(model, "dense", input_shape)
+    elif own_input is not None and tuple(input_shape) != own_input:
+        net = _tile_net(model, "resized", input_shape)
+    else:
+        net = model
+
+    z_in, z_out = ((1, 1) if ndim == 2 else (input_shape[0], output_shape[0]))
+    if overlap is None:
+        overlap = 0 if blend == "valid" else tuple(o // 4 for o in output_shape)
+    overlap = _per_axis(overlap, ndim, "overlap", minimum=0)
+    overlap3 = (0, *overlap) if ndim == 2 else overlap
+    volume3 = (1, *volume_shape) if len(volume_shape) == 2 else volume_shape
+    grid = tiling.tile_grid(
+        volume3,
+        (z_in, *input_shape[-2:]),
+        (z_out, *output_shape[-2:]),
+        overlap=tuple(min(v, max(o - 1, 0)) for v, o in zip(overlap3, (z_out, *output_shape[-2:]))),
+        blend=blend,
+        period=(1, *period) if ndim == 2 else period,
+    )
+    return PredictionPlan(
+        model=net,
+        model_ndim=ndim,
+        grid=grid,
+        in_channels=geometry.in_channels,
+        out_channels=geometry.out_channels,
+    )
+
+
+def _tile_shapes(model, ndim: int, spatial, tile_shape, tta: bool):
+    """``(geometry, dense, own input, tile input, tile output, period)`` for :func:`plan_prediction`."""
+    geometry = shapes.model_geometry(model)
+    dense = any(s > 1 for s in geometry.output_stride)
+    flexible = all(f is not None for f in geometry.fov)
+    own_input = _own_input_shape(model)
+    context = tuple(f - 1 for f in geometry.fov) if dense else geometry.context
+    if tile_shape is None:
+        wanted = DEFAULT_TILE[ndim] if dense or own_input is None else geometry.output_shape
+    else:
+        wanted = tile_shape
+    if not flexible:
+        if tile_shape is not None and wanted != geometry.output_shape:
+            raise InputError(
+                f"tile_shape: model {model.name!r} has a global layer and only takes its own "
+                f"window {geometry.input_shape} -> {geometry.output_shape}; got {wanted}"
+            )
+        if own_input is None:
+            raise InputError(f"model {model.name!r}: a global layer needs a fixed input shape")
+        input_shape, output_shape = geometry.input_shape, geometry.output_shape
+        period = _period(model, input_shape)
+        period = period if all(p <= o for p, o in zip(period, output_shape)) else (1,) * ndim
+    else:
+        wanted = [min(w, n) for w, n in zip(wanted, spatial)]  # no tile larger than the volume
+        if tta:
+            wanted[-2:] = [max(wanted[-2:])] * 2
+        if dense:
+            input_shape = tuple(w + c for w, c in zip(wanted, context))
+            output_shape = tuple(wanted)
+            period = (1,) * ndim  # the dense form is equivariant to every shift
+        else:
+            input_shape, output_shape = _fit(model, wanted, context)
+            period = _period(model, input_shape)
+            if any(o < p for o, p in zip(output_shape, period)):  # a tile spans a period at least
+                wanted = [max(o, p) for o, p in zip(output_shape, period)]
+                input_shape, output_shape = _fit(model, wanted, context)
+    if tta:
+        if input_shape[-1] != input_shape[-2] or output_shape[-1] != output_shape[-2]:
+            raise InputError(
+                f"tta: the y/x transpose needs a square tile; model {model.name!r} takes "
+                f"{input_shape} -> {output_shape}"
+            )
+        odd = [a for a, (i, o) in enumerate(zip(input_shape, output_shape)) if (i - o) % 2]
+        if odd:
+            raise InputError(
+                f"tta: model {model.name!r} has an odd context {input_shape} -> {output_shape} on "
+                f"axis {odd[0]}; a flipped tile would be off by one voxel there"
+            )
+
+    return geometry, dense, own_input, tuple(input_shape), tuple(output_shape), tuple(period)
+
+
+def _model_ndim(model) -> int:
+    if not hasattr(model, "inputs") or not hasattr(model, "predict_on_batch"):
+        raise InputError(f"model: expected a built Keras model, got {type(model).__name__}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(
+            f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs; tiled prediction needs one of each"
+        )
+    ndim = len(model.inputs[0].shape) - 2
+    if ndim not in (2, 3):
+        raise InputError(
+            f"model {model.name!r} takes inputs of shape {tuple(model.inputs[0].shape)}; "
+            "expected (batch, y, x, c) or (batch, z, y, x, c)"
+        )
+    return ndim
+
+
+# Model -> {key: shapes worked out for it}: walking a model's graph for its
+# valid sizes takes a tenth of a second for a U-Net, and the validation
+# callback plans the same volume every epoch.
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _memo(model, key, compute):
+    try:
+        cache = _MEMO.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return compute()
+    if key not in cache:
+        if len(cache) >= 32:
+            cache.pop(next(iter(cache)))
+        cache[key] = compute()
+    return cache[key]
+
+
+# Model -> {(kind, input shape): the rebuilt net}. Rebuilding and retracing a
+# net costs seconds, and the validation callback predicts every epoch; a cached
+# net gets the model's current weights (copied variable by variable, on the
+# device) before each use.
+_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tile_net(model, kind: str, input_shape):
+    """The dense form of ``model``, or ``model`` rebuilt for ``input_shape``, with its weights."""
+    from emkit.models.dense import dense_model, with_input_shape
+
+    try:
+        nets = _NETS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no cache
+        nets = {}
+    key = (kind, tuple(input_shape))
+    if key in nets:
+        net = nets[key]
+        import keras
+
+        for layer in model.layers:
+            for target, source in zip(net.get_layer(layer.name).weights, layer.weights):
+                # a copy: with JAX, assign would alias the buffer, which predict donates
+                target.assign(keras.ops.copy(source.value))
+        return net
+    if kind == "dense":
+        net = dense_model(model, input_shape=input_shape)
+    else:
+        net = with_input_shape(model, input_shape)
+    if len(nets) >= 4:
+        nets.pop(next(iter(nets)))
+    nets[key] = net
+    return net
+
+
+def _fit(model, wanted, context):
+    """The smallest valid input window whose output is at least ``wanted``, and that output."""
+    input_shape = shapes.nearest_valid_input_shape(
+        model, tuple(w + c for w, c in zip(wanted, context)), direction="up"
+    )
+    return input_shape, shapes.output_shape(model, input_shape)
+
+
+def _period(model, input_shape) -> tuple[int, ...]:
+    """Per axis, the spacing of the model's valid input sizes after ``input_shape``.
+
+    A network of valid convolutions and poolings is equivariant to shifts by
+    the product of its poolings, which is this spacing (16 for a U-Net with
+    four 2x poolings); tiles that start on multiples of it compute exactly
+    what one pass over the whole volume computes.
+    """
+    following = shapes.nearest_valid_input_shape(
+        model, tuple(n + 1 for n in input_shape), direction="up"
+    )
+    return tuple(f - n for f, n in zip(following, input_shape))
+
+
+def _own_input_shape(model) -> tuple[int, ...] | None:
+    shape = tuple(model.inputs[0].shape[1:-1])
+    return None if any(v is None for v in shape) else tuple(int(v) for v in shape)
+
+
+def _per_axis(value, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    values = (value,) * ndim if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != ndim or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
+        for v in values
+    ):
+        axes = "(y, x)" if ndim == 2 else "(z, y, x)"
+        raise InputError(
+            f"{name}: expected an int or {ndim} ints >= {minimum} {axes} for a {ndim}D model, "
+            f"got {value!r}"
+        )
+    return tuple(int(v) for v in values)
+
+
+__all__ = ["DEFAULT_TILE", "PredictionPlan", "plan_prediction"]
