@@ -293,7 +293,7 @@ def write_outputs(recipe: Recipe, data: PreparedData, result: ValidationResult, 
             path = export.export_snemi3d(folder / "snemi3d.tif", result.seg, overwrite=True)
         else:
             path = export.export_cremi(folder / "cremi.hdf", result.seg, overwrite=True,
-                                       resolution_nm=voxel_size or export.CREMI_RESOLUTION_NM)
+                                       voxel_size_nm=voxel_size or export.CREMI_RESOLUTION_NM)
         written.append(Path(path) if path is not None else folder)
     return written
 
