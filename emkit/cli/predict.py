@@ -70,6 +70,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="affinity offset of each output channel, for --tta (default: boundaries for one "
              "channel, 1,0,0 0,1,0 0,0,1 for three)",
     )
+    parser.add_argument(
+        "--preprocess", choices=("auto", "none", "standardize", "whiten"), default="auto",
+        help="intensity preprocessing before inference; auto (default) uses the method of the "
+             "recipe.yaml beside the model (an emkit run folder), else none. Methods other than "
+             "none read the whole input into memory",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.set_defaults(func=run)
@@ -90,6 +96,18 @@ def run(args) -> int:
     check_output(args.output, overwrite=args.overwrite)  # fail before loading anything
     raw = open_volume(args.input)
     model = _load(args.model)
+    method, options, source = _preprocessing(args.preprocess, args.model)
+    if method != "none":
+        import numpy as np
+
+        from emkit.preprocess import preprocess
+
+        if not args.quiet:
+            print(f"preprocess: {method} ({source})", file=sys.stderr)
+        voxel_size_nm = raw.voxel_size_nm
+        raw = preprocess(np.asarray(raw[...]), method=method, **options)
+    else:
+        voxel_size_nm = raw.voxel_size_nm
 
     channels = int(model.outputs[0].shape[-1])
     if args.tta and offsets is None and channels > 1:
@@ -102,7 +120,7 @@ def run(args) -> int:
     spatial = raw.shape if int(model.inputs[0].shape[-1]) == 1 else raw.shape[:-1]
     start = time.perf_counter()
     with create_output(
-        args.output, (*spatial, channels), voxel_size_nm=raw.voxel_size_nm,
+        args.output, (*spatial, channels), voxel_size_nm=voxel_size_nm,
         overwrite=args.overwrite,
     ) as out:
         predict_volume(
@@ -117,6 +135,28 @@ def run(args) -> int:
             f"{layout}, in {time.perf_counter() - start:.1f} s"
         )
     return 0
+
+
+def _preprocessing(choice: str, model_path: str) -> tuple[str, dict, str]:
+    """The preprocessing to apply: (method, options, where it came from)."""
+    if choice != "auto":
+        return choice, {}, "--preprocess"
+    from pathlib import Path
+
+    import yaml
+
+    model_path = Path(model_path).resolve()
+    for folder in (model_path.parent, model_path.parent.parent):
+        recipe = folder / "recipe.yaml"
+        if recipe.is_file():
+            try:
+                section = (yaml.safe_load(recipe.read_text()) or {}).get("preprocess") or {}
+            except (yaml.YAMLError, AttributeError) as exc:
+                raise InputError(f"--preprocess auto: cannot read '{recipe}': {exc}") from exc
+            method = section.get("method", "none")
+            options = {k: section[k] for k in ("sigma", "clip_sigma") if k in section}
+            return method, options, str(recipe)
+    return "none", {}, "no recipe.yaml beside the model"
 
 
 def _load(path: str):

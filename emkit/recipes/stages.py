@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError
+from emkit.preprocess import preprocess
 from emkit.recipes.loading import model_overrides, postprocess_function
 from emkit.recipes.schema import Recipe
 
@@ -39,42 +40,6 @@ class PreparedData:
     validation_sections: tuple[int, ...]
     scored_sections: tuple[int, ...]
     checksums: dict
-
-
-def preprocess(raw: np.ndarray, *, method: str = "none", sigma: float = 16.0,
-               clip_sigma: float = 3.0) -> np.ndarray:
-    """Per-section intensity preprocessing (thesis section 1.4.2), to float32 in [0, 1].
-
-    Args:
-        raw: ndarray of shape (Z, Y, X).
-        method: ``"none"`` (returned as it is: the sampler and predictor scale uint8
-            by 1/255), ``"standardize"`` (zero mean, unit variance per section) or
-            ``"whiten"`` (minus a Gaussian local mean of width ``sigma``, divided by the
-            local standard deviation).
-        clip_sigma: +-this many standard deviations map to 0 and 1.
-
-    >>> raw = np.array([[[0, 2], [4, 6]]], np.uint8)
-    >>> preprocess(raw, method="standardize", clip_sigma=2).round(2).tolist()
-    [[[0.22, 0.41], [0.59, 0.78]]]
-    """
-    if method == "none":
-        return raw
-    from emkit.sampling import raw_to_unit
-
-    x = raw_to_unit(raw).astype(np.float32, copy=True)
-    if method == "standardize":
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        std = x.std(axis=(1, 2), keepdims=True)
-    elif method == "whiten":
-        from scipy.ndimage import gaussian_filter
-
-        s = (0, sigma, sigma)
-        mean = gaussian_filter(x, s)
-        std = np.sqrt(np.maximum(gaussian_filter(x * x, s) - mean * mean, 0))
-    else:
-        raise InputError(f"preprocess.method: got {method!r}; allowed: none, standardize, whiten")
-    x = (x - mean) / np.maximum(std, 1e-6)
-    return np.clip(0.5 + x / (2 * clip_sigma), 0, 1).astype(np.float32)
 
 
 def _sha256(array) -> str | None:
