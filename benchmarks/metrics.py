@@ -20,8 +20,13 @@ from scipy.spatial import cKDTree
 from skimage.metrics import adapted_rand_error as sk_adapted_rand_error
 from skimage.metrics import variation_of_information as sk_variation_of_information
 
-from emkit.metrics import adapted_rand_error, contingency_table, info_from_table, rand_from_table
-from emkit.metrics import variation_of_information
+from emkit.metrics import (
+    adapted_rand_error,
+    contingency_table,
+    info_from_table,
+    rand_from_table,
+    variation_of_information,
+)
 
 
 def voronoi_labels(shape, n_objects, rng, factor=(4, 8, 8)):

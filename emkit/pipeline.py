@@ -84,9 +84,9 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
+                                text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit + ("+dirty" if dirty else "")) if commit else "unknown"
@@ -116,9 +116,20 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     """
     from emkit.recipes import stages
     from emkit.tracking import MlflowTracker
-    from emkit.training import (Budget, Checkpoints, Clock, LayerVisualization, LossLogger,
-                                TrainState, Validation, WeightHistograms, fit_steps,
-                                global_step, load_checkpoint, write_state)
+    from emkit.training import (
+        Budget,
+        Checkpoints,
+        Clock,
+        LayerVisualization,
+        LossLogger,
+        TrainState,
+        Validation,
+        WeightHistograms,
+        fit_steps,
+        global_step,
+        load_checkpoint,
+        write_state,
+    )
 
     folder = run_folder(recipe, output)
     state = _claim_folder(folder, resume=resume, overwrite=overwrite)

@@ -188,6 +188,8 @@ def test_agrees_with_skimage_on_real_isbi(shared_data):
     seg = _perturb(gt, np.random.default_rng(1))
     are, split, merge = sk_adapted_rand_error(gt, seg)
     assert adapted_rand_error(seg, gt) == pytest.approx(are, abs=1e-9)
+    r = rand_scores(seg, gt)
+    assert (r.split, r.merge) == pytest.approx((split, merge), abs=1e-9)
     sk_vi = sk_variation_of_information(gt, seg, ignore_labels=(0,))
     assert variation_of_information(seg, gt) == pytest.approx(tuple(sk_vi), abs=1e-9)
 

@@ -166,12 +166,12 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         invert=args.invert,
     )
-    if result.get("cremi_score") is None and voxel_size is None and result["pred_kind"] == "segmentation":
-        if metrics is None or "cremi_score" in metrics:
-            print(
-                "emkit: note: cremi_score needs the voxel size; pass --voxel-size z,y,x",
-                file=sys.stderr,
-            )
+    wants_cremi = metrics is None or "cremi_score" in metrics
+    if wants_cremi and voxel_size is None and result["pred_kind"] == "segmentation":
+        print(
+            "emkit: note: cremi_score needs the voxel size; pass --voxel-size z,y,x",
+            file=sys.stderr,
+        )
     result["pred"] = args.pred
     result["gt"] = args.gt
     result["shape"] = list(gt.shape)

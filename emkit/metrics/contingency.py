@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import fastremap
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 
 from emkit.errors import InputError
 

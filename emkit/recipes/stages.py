@@ -19,7 +19,6 @@ from emkit.preprocess import preprocess
 from emkit.recipes.loading import model_overrides, postprocess_function
 from emkit.recipes.schema import Recipe
 
-
 # --------------------------------------------------------------------------- data
 
 
