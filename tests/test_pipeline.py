@@ -50,6 +50,10 @@ def test_every_recipe_runs_two_steps_and_validation(name, shared_data, tmp_path)
                  "checkpoints/state.json", "recipe.yaml", "outputs/validation.h5"):
         assert (result.output_dir / path).exists(), path
     assert 0 <= result.metrics["adapted_rand_error"] <= 1
+    if name.startswith("isbi"):  # boundary maps: the ISBI scores of the map itself
+        for key in ("pixel_error", "v_rand", "v_info"):
+            assert 0 <= result.metrics[key] <= 1, key
+            assert [s for s, _ in tracker.metrics[f"val_{key}"]] == [2]
 
 
 class _KillAfter(keras.callbacks.Callback):
