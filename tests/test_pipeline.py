@@ -89,3 +89,16 @@ def test_kill_and_resume_continues_the_same_mlflow_run(shared_data, tmp_path):
     assert info["tags"]["git_commit"] and info["tags"]["data.raw_sha256"]
     with pytest.raises(OverwriteError, match="--overwrite"):
         run_recipe(recipe, output=out)
+
+
+def test_pooled_net_with_a_strided_output_is_refused(shared_data):
+    from emkit.errors import InputError
+    from emkit.recipes.stages import build_network, build_sampler, prepare_data
+
+    recipe = tiny_recipe(
+        "isbi_n4", shared_data,
+        "model.overrides={width_factor: 0.0417, input_shape: [127, 127]}",  # 3x3 outputs, 16 apart
+    )
+    model = build_network(recipe)
+    with pytest.raises(InputError, match="output stride"):
+        build_sampler(recipe, prepare_data(recipe), model)

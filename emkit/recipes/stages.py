@@ -113,9 +113,25 @@ def build_network(recipe: Recipe):
 
 
 def build_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
-    """The training :class:`~emkit.sampling.PatchSampler` over the training sections."""
+    """The training :class:`~emkit.sampling.PatchSampler` over the training sections.
+
+    Raises:
+        InputError: a pooled network (output stride > 1, e.g. N4) built with an output
+            of more than one voxel: its output voxels are ``stride`` input voxels apart,
+            while the sampler cuts adjacent target voxels. Train such nets at their
+            field of view (one output voxel) and predict with their dense form.
+    """
+    from emkit.models import model_geometry
     from emkit.sampling import PatchSampler
 
+    geometry = model_geometry(model)
+    if any(st > 1 and o > 1 for st, o in zip(geometry.output_stride, geometry.output_shape)):
+        raise InputError(
+            f"model {model.name!r} has output stride {geometry.output_stride} and output "
+            f"{geometry.output_shape} for input {geometry.input_shape}: a pooled network "
+            "trains at its field of view (model.overrides.input_shape = the FOV, one output "
+            "voxel); the predictor applies its dense form"
+        )
     s = recipe.sampler
     offsets = None if s.offsets is None else tuple(tuple(o) for o in s.offsets)
     return PatchSampler.from_dataset(
