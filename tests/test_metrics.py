@@ -342,3 +342,5 @@ def test_evaluate_rejects_bad_input():
         evaluate(gt, gt, metrics=("accuracy",))
     with pytest.raises(InputError, match="negative"):
         evaluate(-np.ones((1, 4, 4), np.int32), gt)
+    with pytest.raises(InputError, match="unexpected values 7"):
+        evaluate(gt, np.full((1, 4, 4), 7, np.uint64), gt_kind="isbi")

@@ -54,9 +54,15 @@ class Contingency:
         """Voxels in each ground-truth segment (row sums)."""
         return _group_sum(self.gt_index, self.counts, len(self.gt_ids))
 
-    def seg_sizes(self) -> np.ndarray:
-        """Voxels in each predicted segment (column sums)."""
-        return _group_sum(self.seg_index, self.counts, len(self.seg_ids))
+    def seg_sizes(self, *, skip_zero: bool = False) -> np.ndarray:
+        """Voxels in each predicted segment (column sums).
+
+        Args:
+            skip_zero: give predicted label 0 size 0, for metrics that count each
+                predicted-0 voxel as a singleton segment of its own.
+        """
+        cells = ~self.seg_is_zero() if skip_zero else slice(None)
+        return _group_sum(self.seg_index[cells], self.counts[cells], len(self.seg_ids))
 
     def seg_is_zero(self) -> np.ndarray:
         """Boolean ndarray of shape (C,): cells whose predicted label is 0."""

@@ -126,8 +126,9 @@ def cremi_score(
     counts = table.counts.astype(np.float64)
     zero = table.seg_is_zero()
     c_zero = counts[zero].sum()
-    sum_gt = float(table.gt_sizes().astype(np.float64) @ table.gt_sizes().astype(np.float64))
-    seg_sizes = np.bincount(table.seg_index[~zero], weights=counts[~zero], minlength=len(table.seg_ids))
+    gt_sizes = table.gt_sizes().astype(np.float64)
+    seg_sizes = table.seg_sizes(skip_zero=True).astype(np.float64)
+    sum_gt = float(gt_sizes @ gt_sizes)
     sum_seg = float(seg_sizes @ seg_sizes) + c_zero / n_all
     sum_joint = float(counts[~zero] @ counts[~zero]) + c_zero / n_all
     precision = sum_joint / sum_seg if sum_seg else 0.0
@@ -139,8 +140,8 @@ def cremi_score(
     if total:
         p = counts / total
         h_joint = -float(p @ np.log2(p))
-        p_gt = table.gt_sizes() / total
-        p_seg = np.bincount(table.seg_index, weights=counts, minlength=len(table.seg_ids)) / total
+        p_gt = gt_sizes / total
+        p_seg = table.seg_sizes() / total
         p_gt, p_seg = p_gt[p_gt > 0], p_seg[p_seg > 0]
         voi_split = max(h_joint + float(p_gt @ np.log2(p_gt)), 0.0)
         voi_merge = max(h_joint + float(p_seg @ np.log2(p_seg)), 0.0)

@@ -78,10 +78,7 @@ def rand_from_table(table: Contingency) -> RandScores:
     paired = ~table.seg_is_zero()
     pairs = _pairs(table.counts[paired])
     gt_pairs = _pairs(table.gt_sizes())
-    seg_sizes = np.bincount(
-        table.seg_index[paired], weights=table.counts[paired], minlength=len(table.seg_ids)
-    ).astype(np.int64)
-    seg_pairs = _pairs(seg_sizes)
+    seg_pairs = _pairs(table.seg_sizes(skip_zero=True))
     return RandScores(
         fscore=_ratio(2 * pairs, gt_pairs + seg_pairs),
         split=_ratio(pairs, gt_pairs),

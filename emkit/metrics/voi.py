@@ -67,12 +67,7 @@ def info_from_table(table: Contingency) -> InfoScores:
     single_term = n_single / total * np.log2(total) if n_single else 0.0
     h_joint = _entropy(table.counts[~singletons], total) + single_term
     h_gt = _entropy(table.gt_sizes(), total)
-    seg_sizes = np.bincount(
-        table.seg_index[~singletons],
-        weights=table.counts[~singletons],
-        minlength=len(table.seg_ids),
-    )
-    h_seg = _entropy(seg_sizes, total) + single_term
+    h_seg = _entropy(table.seg_sizes(skip_zero=True), total) + single_term
     mutual = h_gt + h_seg - h_joint
 
     def ratio(a: float, b: float) -> float:
