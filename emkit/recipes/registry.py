@@ -1,6 +1,8 @@
 """The shipped recipes: a plain, static dict from name to YAML file and one line.
 
-The YAML files live in the repository's ``recipes/`` folder, beside the package.
+The YAML files live in the repository's top-level ``recipes/`` folder. A wheel carries
+the same files as the package ``emkit.recipes.shipped`` (mapped in ``setup.py``), so an
+installed emkit finds them without the source tree.
 """
 
 from __future__ import annotations
@@ -9,8 +11,17 @@ from pathlib import Path
 
 from emkit.errors import InputError, MissingDataError
 
+
+def _recipes_dir() -> Path:
+    """``recipes/`` of a source checkout, else the copy inside the installed package."""
+    checkout = Path(__file__).resolve().parents[2] / "recipes"
+    if (checkout / "isbi_n4.yaml").is_file():
+        return checkout
+    return Path(__file__).resolve().parent / "shipped"
+
+
 #: The folder that holds the shipped recipe files.
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = _recipes_dir()
 
 # Name -> (file, one line for `emkit recipe list`). A plain, static dict.
 RECIPES: dict[str, tuple[str, str]] = {
