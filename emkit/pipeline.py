@@ -93,7 +93,8 @@ def git_commit() -> str:
 
 
 def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: bool = False,
-               tracker=None, callbacks=(), verbose: int = 0) -> RunResult:
+               tracker=None, callbacks=(), verbose: int = 0, parent_run_id: str | None = None,
+               on_validation=None) -> RunResult:
     """Trains, validates, evaluates and exports one recipe, tracked as one run.
 
     Args:
@@ -105,6 +106,12 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         tracker: a tracker (:mod:`emkit.tracking`); default MLflow at ``tracking.uri``.
         callbacks: extra Keras callbacks (e.g. for tests).
         verbose: Keras' ``fit`` verbosity.
+        parent_run_id: start the tracking run as a child of this run (a tuning study's
+            trial, an ensemble's member).
+        on_validation: ``on_validation(step, metrics)`` after each validation during
+            training. An exception it raises stops the run; the tracking run ends with
+            the exception's ``run_status`` attribute (e.g. ``"KILLED"`` for a pruned
+            trial) or ``"FAILED"``, and the folder stays resumable.
 
     Returns:
         A :class:`RunResult`.
@@ -140,7 +147,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     tracker = tracker or MlflowTracker(recipe.tracking.uri)
     run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
-                           run_id=state.run_id if resumed else None)
+                           run_id=state.run_id if resumed else None, parent_run_id=parent_run_id)
     recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
     recipe_file.write_text(dump_recipe(recipe))
     tracker.log_artifact(recipe_file)
@@ -162,7 +169,8 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
                                   best_metric=t.best_metric, best_mode=t.best_mode)
         budget = Budget(t.max_steps, t.max_minutes, clock)
-        validation = Validation(validate, tracker, t.validate_every, checkpoints)
+        validation = Validation(validate, tracker, t.validate_every, checkpoints,
+                                on_result=on_validation)
         fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
                   initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose, callbacks=[
                       budget, LossLogger(tracker, t.log_every, clock), checkpoints, validation,
@@ -188,8 +196,8 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
-    except BaseException:
-        tracker.finish("FAILED")
+    except BaseException as exc:
+        tracker.finish(getattr(exc, "run_status", "FAILED"))
         raise
     return RunResult(run_id, folder, model_path, step, result.metrics,
                      stopped=budget.reason or "", resumed=resumed, outputs=outputs)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 #: The local store used when neither the recipe, the CLI nor $MLFLOW_TRACKING_URI names one.
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
+#: The tag by which MLflow nests a run under its parent.
+PARENT_TAG = "mlflow.parentRunId"
 #: MLflow's limit on a param value's length.
 MAX_PARAM_LENGTH = 500
 
@@ -66,9 +68,12 @@ class MemoryTracker:
         self.tags: dict = {}
         self.status = None
 
-    def start(self, *, experiment: str, run_name: str, run_id: str | None = None) -> str:
+    def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
+              parent_run_id: str | None = None) -> str:
         self.run_id = run_id or uuid.uuid4().hex
         self.status = None
+        if parent_run_id is not None and run_id is None:
+            self.tags[PARENT_TAG] = parent_run_id
         return self.run_id
 
     def log_params(self, params: dict) -> None:
@@ -107,8 +112,16 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = None
 
-    def start(self, *, experiment: str, run_name: str, run_id: str | None = None) -> str:
+    def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
+              parent_run_id: str | None = None) -> str:
         """Starts a new run in ``experiment``, or continues run ``run_id``.
+
+        Args:
+            experiment: the experiment's name (created if new).
+            run_name: the new run's name.
+            run_id: continue this run instead (status back to RUNNING).
+            parent_run_id: make the new run a child of this one (MLflow's nested runs:
+                the UI shows it under its parent; tuning trials, ensemble members).
 
         Returns:
             The run id.
@@ -125,7 +138,8 @@ class MlflowTracker:
             experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id
-        run = self.client.create_run(experiment_id, run_name=run_name)
+        tags = {PARENT_TAG: parent_run_id} if parent_run_id is not None else None
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -203,6 +217,7 @@ def ui_command(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5
 
 __all__ = [
     "DEFAULT_URI",
+    "PARENT_TAG",
     "MemoryTracker",
     "MlflowTracker",
     "metric_history",

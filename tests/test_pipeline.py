@@ -102,3 +102,34 @@ def test_pooled_net_with_a_strided_output_is_refused(shared_data):
     model = build_network(recipe)
     with pytest.raises(InputError, match="output stride"):
         build_sampler(recipe, prepare_data(recipe), model)
+
+
+class _Stop(Exception):
+    run_status = "KILLED"
+
+
+def test_on_validation_sees_each_result_and_can_stop_a_child_run(shared_data, tmp_path):
+    from emkit.pipeline import run_recipe
+    from emkit.tracking import PARENT_TAG, MlflowTracker
+    from emkit.training import read_state
+
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    parent = MlflowTracker(uri)
+    parent_id = parent.start(experiment="x", run_name="parent")
+    recipe = tiny_recipe("isbi_n4", shared_data, "train.max_steps=4", "train.validate_every=1",
+                         f"tracking.uri={uri}")
+    seen = []
+
+    def on_validation(step, metrics):
+        seen.append((step, metrics["rand_error"]))
+        if step == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_recipe(recipe, output=tmp_path / "run", parent_run_id=parent_id,
+                   on_validation=on_validation)
+    assert [s for s, _ in seen] == [1, 2] and all(0 <= v <= 1 for _, v in seen)
+    state = read_state(tmp_path / "run" / "checkpoints")
+    info = run_info(uri, state.run_id)
+    assert info["status"] == "KILLED" and info["tags"][PARENT_TAG] == parent_id
+    assert not state.finished

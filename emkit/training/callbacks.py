@@ -164,11 +164,15 @@ class Validation(_Every):
         tracker: the run's tracker.
         every: validation period in steps (0: only when called directly).
         checkpoints: a :class:`Checkpoints` to offer each result for ``best.keras``.
+        on_result: ``on_result(step, metrics)`` called after each validation is logged
+            and offered to ``checkpoints`` (e.g. Optuna pruning, which raises to stop).
     """
 
-    def __init__(self, validate, tracker, every: int, checkpoints: Checkpoints | None = None):
+    def __init__(self, validate, tracker, every: int, checkpoints: Checkpoints | None = None,
+                 on_result=None):
         super().__init__(every)
         self.validate, self.tracker, self.checkpoints = validate, tracker, checkpoints
+        self.on_result = on_result
         self.history: list[tuple[int, dict]] = []
 
     def act(self, step, logs):
@@ -186,6 +190,8 @@ class Validation(_Every):
         if self.checkpoints is not None:
             self.checkpoints.consider(metrics, step)
         self.history.append((step, metrics))
+        if self.on_result is not None:
+            self.on_result(step, metrics)
         return metrics
 
 
