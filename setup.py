@@ -9,5 +9,5 @@ setup(
     package_dir={"emkit.recipes.shipped": "recipes"},
     package_data={
         "emkit.datasets": ["data/isbi2012/*.tif", "data/isbi2012/*.md"],
-        "emkit.recipes.shipped": ["*.yaml", "README.md"]},
+        "emkit.recipes.shipped": ["*.yaml", "README.md", "spaces/*.yaml"]},
 )

@@ -28,6 +28,8 @@ COMMANDS = {
     "predict": "emkit.cli.predict",
     "recipe": "emkit.cli.recipe",
     "ui": "emkit.cli.ui",
+    "ensemble": "emkit.cli.ensemble",
+    "tune": "emkit.cli.tune",
 }
 
 

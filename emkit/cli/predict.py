@@ -1,9 +1,11 @@
-"""``emkit predict``: apply a trained model to a whole volume, tile by tile.
+"""``emkit predict``: apply a trained model (or an ensemble) to a whole volume, tile by tile.
 
     emkit predict --model run/model.keras --input sample_A.hdf:volumes/raw --output pred.zarr:affs
     emkit predict --model n4.keras --input emkit:isbi2012/test-volume --output pred.tif --tta
+    emkit predict --model runs/isbi_vd2d-ensemble5/ensemble.yaml --input VOL --output pred.h5:pred
 
-A thin layer over :func:`emkit.inference.predict_volume`. HDF5, Zarr and ``.npy``
+A thin layer over :func:`emkit.inference.predict_volume` (an ensemble file:
+:func:`emkit.ensemble.predict_ensemble`). HDF5, Zarr and ``.npy``
 outputs are written tile block by tile block (memory bounded by the tile batch);
 TIFF and PNG are written once from memory. Affinities are stored channels first
 ``(C, Z, Y, X)``, a one-channel map as ``(Z, Y, X)``, with the input's voxel size.
@@ -23,11 +25,14 @@ _BLENDS = ("bump", "gaussian", "valid")
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "predict",
-        help="apply a trained model to a volume, tile by tile, and write the float map",
+        help="apply a trained model (or an ensemble) to a volume, tile by tile, and write the "
+             "float map",
         description=(
             "Apply a trained Keras model to a whole volume, tile by tile. Tile sizes come from "
             "the model; tiles overlap and are blended (or cut, with --blend valid), and the "
             "volume is mirrored at its edges. A 2D model predicts each section of a stack. "
+            "An ensemble file (ensemble.yaml, from `emkit ensemble`) predicts the weighted mean "
+            "of its members, each with its own tiles. "
             "HDF5, Zarr and .npy outputs are written block by block, so the volume may be "
             "larger than memory. Input intensities are scaled as in training: unsigned "
             "integers divided by their maximum (uint8 by 255), floats as they are."
@@ -37,7 +42,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "sample_A.hdf:volumes/raw --output pred.zarr:affs --tta"
         ),
     )
-    parser.add_argument("--model", required=True, metavar="M.keras", help="a saved .keras model")
+    parser.add_argument(
+        "--model", required=True, metavar="M.keras",
+        help="a saved .keras model, or an ensemble .yaml file (emkit ensemble)",
+    )
+    add_volume_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_volume_arguments(parser, *, preprocess_source: str = "the model") -> None:
+    """The arguments shared by ``emkit predict`` and ``emkit ensemble predict``."""
     parser.add_argument(
         "--input", required=True, metavar="VOL",
         help="the raw volume: stack.tif, file.h5:KEY, store.zarr[:KEY], array.npy, folder/ or "
@@ -73,30 +88,63 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--preprocess", choices=("auto", "none", "standardize", "whiten"), default="auto",
         help="intensity preprocessing before inference; auto (default) uses the method of the "
-             "recipe.yaml beside the model (an emkit run folder), else none. Methods other than "
-             "none read the whole input into memory",
+             f"recipe.yaml beside {preprocess_source} (an emkit run folder), else none. Methods "
+             "other than none read the whole input into memory",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args) -> int:
-    from emkit.inference import check_output, create_output, predict_volume
+    from emkit.ensemble import is_ensemble_file, load_ensemble
+    from emkit.inference import check_output
     from emkit.io import open_volume
 
-    tile = _ints(args.tile, "--tile") if args.tile else None
-    overlap = _ints(args.overlap, "--overlap") if args.overlap else None
-    if overlap is not None and len(overlap) == 1:
-        overlap = overlap[0]
-    offsets = [_ints(o, "--offsets") for o in args.offsets] if args.offsets else None
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
+    check_tiling_arguments(args)
     check_output(args.output, overwrite=args.overwrite)  # fail before loading anything
     raw = open_volume(args.input)
-    model = _load(args.model)
-    method, options, source = _preprocessing(args.preprocess, args.model)
+    if is_ensemble_file(args.model):
+        return predict_to_output(load_ensemble(args.model), raw, args)
+    return predict_to_output(_load(args.model), raw, args, model_path=args.model)
+
+
+def check_tiling_arguments(args) -> None:
+    """Parses ``--tile``, ``--overlap`` and ``--offsets`` in place; checks ``--batch-size``."""
+    args.tile = _ints(args.tile, "--tile") if isinstance(args.tile, str) else args.tile
+    if isinstance(args.overlap, str):
+        args.overlap = _ints(args.overlap, "--overlap")
+        if len(args.overlap) == 1:
+            args.overlap = args.overlap[0]
+    if args.offsets and isinstance(args.offsets[0], str):
+        args.offsets = [_ints(o, "--offsets") for o in args.offsets]
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
+
+
+def predict_to_output(predictor, raw, args, *, model_path=None) -> int:
+    """Predicts ``raw`` with a Keras model or an :class:`~emkit.ensemble.Ensemble` and
+    writes ``args.output``; the arguments are those of :func:`add_volume_arguments`,
+    checked by :func:`check_tiling_arguments`.
+
+    Args:
+        predictor: a built Keras model, or an ensemble.
+        raw: the opened ``args.input`` (:func:`emkit.io.open_volume`).
+        args: the parsed arguments.
+        model_path: the model's file, for ``--preprocess auto``.
+    """
+    from emkit.ensemble import Ensemble, check_members, load_members, predict_ensemble
+    from emkit.inference import create_output, predict_volume
+
+    if isinstance(predictor, Ensemble):
+        models = load_members(predictor)
+        shapes = check_members(models, [f"'{p}'" for p in predictor.paths])
+        in_channels, channels, name = shapes.in_channels, shapes.out_channels, "the ensemble"
+        method, options, source = _ensemble_preprocessing(args.preprocess, predictor)
+    else:
+        in_channels = int(predictor.inputs[0].shape[-1])
+        channels, name = int(predictor.outputs[0].shape[-1]), f"model {predictor.name!r}"
+        method, options, source = _preprocessing(args.preprocess, model_path)
+    voxel_size_nm = raw.voxel_size_nm
     if method != "none":
         import numpy as np
 
@@ -104,43 +152,68 @@ def run(args) -> int:
 
         if not args.quiet:
             print(f"preprocess: {method} ({source})", file=sys.stderr)
-        voxel_size_nm = raw.voxel_size_nm
         raw = preprocess(np.asarray(raw[...]), method=method, **options)
-    else:
-        voxel_size_nm = raw.voxel_size_nm
 
-    channels = int(model.outputs[0].shape[-1])
+    offsets = args.offsets
     if args.tta and offsets is None and channels > 1:
         if channels != 3:
             raise InputError(
-                f"--offsets: model {model.name!r} has {channels} output channels; --tta needs "
+                f"--offsets: {name} has {channels} output channels; --tta needs "
                 "the affinity offset of each, e.g. --offsets 1,0,0 0,1,0 0,0,1 ..."
             )
         offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
-    spatial = raw.shape if int(model.inputs[0].shape[-1]) == 1 else raw.shape[:-1]
+    spatial = raw.shape if in_channels == 1 else raw.shape[:-1]
+    tiling = {"tile_shape": args.tile, "overlap": args.overlap, "blend": args.blend,
+              "batch_size": args.batch_size, "tta": args.tta, "offsets": offsets,
+              "progress": not args.quiet}
     start = time.perf_counter()
     with create_output(
         args.output, (*spatial, channels), voxel_size_nm=voxel_size_nm,
         overwrite=args.overwrite,
     ) as out:
-        predict_volume(
-            model, raw, tile_shape=tile, overlap=overlap, blend=args.blend,
-            batch_size=args.batch_size, tta=args.tta, offsets=offsets, out=out,
-            progress=not args.quiet,
-        )
+        if isinstance(predictor, Ensemble):
+            predict_ensemble(models, raw, weights=predictor.weights, out=out, **tiling)
+        else:
+            predict_volume(predictor, raw, out=out, **tiling)
     if not args.quiet:
         layout = "(z, y, x)" if channels == 1 else "(c, z, y, x), channels first"
+        what = f" (ensemble of {len(models)})" if isinstance(predictor, Ensemble) else ""
         print(
-            f"wrote {args.output}: {channels} channel(s) over {tuple(spatial)} voxels, float32, "
-            f"{layout}, in {time.perf_counter() - start:.1f} s"
+            f"wrote {args.output}{what}: {channels} channel(s) over {tuple(spatial)} voxels, "
+            f"float32, {layout}, in {time.perf_counter() - start:.1f} s"
         )
     return 0
 
 
-def _preprocessing(choice: str, model_path: str) -> tuple[str, dict, str]:
+def _ensemble_preprocessing(choice: str, ensemble) -> tuple[str, dict, str]:
+    """The preprocessing of an ensemble: the recipe.yaml beside its file, else its members'
+    (which must agree)."""
+    if choice != "auto":
+        return choice, {}, "--preprocess"
+    if ensemble.source is not None:
+        found = _recipe_preprocessing(ensemble.source)
+        if found is not None:
+            return found
+    found = [_preprocessing("auto", p) for p in ensemble.paths]
+    if len({(m, tuple(sorted(o.items()))) for m, o, _ in found}) > 1:
+        listing = ", ".join(f"{m} ({s})" for m, _, s in found)
+        raise InputError(
+            f"--preprocess auto: the ensemble's members were trained with different "
+            f"preprocessing: {listing}; choose one with --preprocess"
+        )
+    return found[0]
+
+
+def _preprocessing(choice: str, model_path) -> tuple[str, dict, str]:
     """The preprocessing to apply: (method, options, where it came from)."""
     if choice != "auto":
         return choice, {}, "--preprocess"
+    found = None if model_path is None else _recipe_preprocessing(model_path)
+    return found or ("none", {}, "no recipe.yaml beside the model")
+
+
+def _recipe_preprocessing(model_path) -> tuple[str, dict, str] | None:
+    """The preprocessing of the recipe.yaml beside a model file (or one folder up), or None."""
     from pathlib import Path
 
     import yaml
@@ -156,7 +229,7 @@ def _preprocessing(choice: str, model_path: str) -> tuple[str, dict, str]:
             method = section.get("method", "none")
             options = {k: section[k] for k in ("sigma", "clip_sigma") if k in section}
             return method, options, str(recipe)
-    return "none", {}, "no recipe.yaml beside the model"
+    return None
 
 
 def _load(path: str):

@@ -68,6 +68,7 @@ def predict_volume(
     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
     block_mib: float = 64.0,
+    weight: float = 1.0,
 ):
     """Predicts a whole volume tile by tile, blending the tiles' outputs.
 
@@ -105,6 +106,10 @@ def predict_volume(
         progress: Show a tqdm progress bar on stderr.
         block_mib: Largest block of accumulators for an ``out`` that is not an
             ndarray, in MiB (one tile at least).
+        weight: Scales the blended prediction before it is added into ``out``,
+            so that several models can accumulate a weighted mean in one array
+            (:func:`emkit.ensemble.predict_ensemble`, with an ``out`` that is
+            not an ndarray, since an ndarray is zeroed first).
 
     Returns:
         ``out``, or a new float32 ndarray of shape ``(Z, Y, X, C)`` (``(Y, X, C)``
@@ -118,6 +123,10 @@ def predict_volume(
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not (
+        np.isfinite(weight)
+    ):
+        raise InputError(f"weight: expected a finite number, got {weight!r}")
     _model_ndim(model)  # a built model with one input and one output
     in_channels = int(model.inputs[0].shape[-1])
     raw_shape = tuple(int(n) for n in raw.shape)
@@ -162,7 +171,7 @@ def predict_volume(
     out3 = (out[None] if isinstance(out, np.ndarray) else _WithZ(out)) if two_d else out
 
     grid = plan.grid
-    sink = _Sink(out3, grid) if isinstance(out, np.ndarray) else _BlockSink(out3, grid)
+    sink = (_Sink if isinstance(out, np.ndarray) else _BlockSink)(out3, grid, weight=float(weight))
     reader = _Reader(raw3, grid, normalize, plan.in_channels, squeeze=in_channels == 1)
     run = _runner(plan)
     if tta:
@@ -268,10 +277,13 @@ class _Reader:
 
 
 class _Sink:
-    """Adds weighted tile outputs into an in-memory ``(Z, Y, X, C)`` array."""
+    """Adds weighted tile outputs into an in-memory ``(Z, Y, X, C)`` array.
 
-    def __init__(self, out, grid: tiling.TileGrid):
-        self.out, self.grid = out, grid
+    A tile's blending weights are multiplied by the prediction's ``weight``.
+    """
+
+    def __init__(self, out, grid: tiling.TileGrid, *, weight: float = 1.0):
+        self.out, self.grid, self.weight = out, grid, weight
         self._weights: OrderedDict = OrderedDict()
 
     def weights(self, tile: tiling.Tile) -> np.ndarray:
@@ -279,7 +291,10 @@ class _Sink:
         if key not in self._weights:
             if len(self._weights) >= 64:
                 self._weights.popitem(last=False)
-            self._weights[key] = self.grid.weights(tile)[..., None]
+            weights = self.grid.weights(tile)[..., None]
+            if self.weight != 1.0:
+                weights = (weights * self.weight).astype(np.float32)
+            self._weights[key] = weights
         return self._weights[key]
 
     def add(self, batch, pred: np.ndarray) -> None:
@@ -297,8 +312,8 @@ class _BlockSink(_Sink):
     overlap where their tiles do.
     """
 
-    def __init__(self, out, grid: tiling.TileGrid):
-        super().__init__(out, grid)
+    def __init__(self, out, grid: tiling.TileGrid, *, weight: float = 1.0):
+        super().__init__(out, grid, weight=weight)
         self.buffers: dict[int, list] = {}
 
     def add(self, batch, pred: np.ndarray) -> None:

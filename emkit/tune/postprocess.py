@@ -1,0 +1,839 @@
+"""Tune the postprocessing on validation predictions: ``emkit tune watershed``.
+
+The network's validation prediction is computed once (or read from the run's
+``outputs/validation.h5``); an Optuna study then searches the options of the recipe's
+``postprocess.method`` to optimise a validation metric. Each trial only segments and
+scores, so a trial takes about a second on the bundled data.
+
+* ``watershed_2d`` (boundary maps): every trial segments with the options drawn from
+  :data:`SEARCH_SPACES` and scores the labelled validation sections.
+* ``affinity_watershed`` (affinities): :func:`~emkit.postprocess.segment_affinities`
+  computes several agglomeration thresholds from one watershed and one merge history.
+  So a trial draws the watershed and scoring options, segments at every threshold of
+  ``thresholds`` (default :data:`THRESHOLD_GRID`) in one call, and reports the best
+  score over the grid; the threshold that gave it is the trial's user attribute
+  ``threshold`` and becomes ``postprocess.options.thresholds: [t]``. The search then
+  needs no trials for a one-dimensional parameter that costs nothing to scan, at the
+  cost of memory: one label volume per grid value (pass a coarser grid for big volumes).
+
+Trial 0 is always the recipe's current options (enqueued before any other), scored
+exactly as the validation pipeline scores them (for affinities at the recipe's own
+first threshold, not the grid's best), so the study's "default" value is an honest
+"before" for its "best".
+
+Objectives (:data:`OBJECTIVES`) are keys of :func:`emkit.metrics.evaluate`. Beware the
+names: ``rand_error`` is the Rand *F-score* of thesis Table 3.1 ("Rand - Full"), higher
+is better; maximising it minimises the table's Rand error ``1 - F``. ``adapted_rand_error``
+is ``1 - F`` (CREMI/SNEMI3D), lower is better. Boundary recipes default to
+``rand_error``, affinity recipes to ``adapted_rand_error``.
+
+With ``pareto=True`` the study has two objectives, the Rand split and merge scores,
+both maximised; its Pareto front is the choice of operating points (more splits versus
+more merges). For affinities the agglomeration threshold is then a parameter of its own
+(a trial has one point). The "best" of such a study is the trial with the best
+``metric`` (a user attribute of every trial).
+
+Studies live in :func:`emkit.tune.study.open_study`'s storage and are resumed by name:
+``n_trials`` is the number of finished trials the study should have, so a killed
+study continues where it stopped. A study remembers the method, metric, data digest
+and base options it was made for, and refuses to mix in trials of another setup.
+
+:func:`tune_postprocess` works on plain arrays; :func:`tune_run` takes a run folder (or a
+model and a recipe), gets the prediction once, tunes, writes ``tuned.yaml`` and the
+study's files, and logs the result to the run's MLflow run.
+
+>>> sorted(SEARCH_SPACES)
+['affinity_watershed', 'watershed_2d']
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from emkit.errors import InputError, MissingDataError, OverwriteError
+
+#: Search spaces per ``postprocess.method``: option -> ``{"low", "high"[, "int", "log"]}``
+#: or ``{"choices": [...]}``; ``"when": (option, value)`` suggests an option only when an
+#: earlier one has that value (Optuna's define-by-run), so listed after it. Sizes are
+#: drawn on a log scale from 1, which means the same as 0 (no region is smaller than
+#: one voxel) and is written back as 0.
+SEARCH_SPACES: dict[str, dict[str, dict]] = {
+    "watershed_2d": {
+        "seeds": {"choices": ["threshold", "distance"]},
+        "seed_threshold": {"low": 0.01, "high": 0.6},
+        "min_size": {"low": 1, "high": 200, "int": True, "log": True},
+        "min_height": {"low": 0.5, "high": 8.0, "when": ("seeds", "distance")},
+        "smoothing": {"low": 0.0, "high": 3.0, "when": ("seeds", "distance")},
+    },
+    "affinity_watershed": {
+        "low": {"low": 0.0001, "high": 0.3, "log": True},
+        "high": {"low": 0.9, "high": 0.9999},
+        "size_threshold": {"low": 1, "high": 2000, "int": True, "log": True},
+        "merge_threshold": {"low": 0.0, "high": 0.5},
+        "dust_size": {"low": 1, "high": 200, "int": True, "log": True},
+        "scoring": {"choices": ["mean", "quantile"]},
+        "quantile": {"low": 0.25, "high": 0.9, "when": ("scoring", "quantile")},
+    },
+}
+#: The agglomeration thresholds a ``pareto`` study draws for affinities (one per trial).
+PARETO_THRESHOLD = {"low": 0.05, "high": 0.95}
+#: Agglomeration thresholds scanned in every affinity trial: 0.05, 0.10, ..., 0.95.
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+#: Objective -> (direction, :func:`emkit.metrics.evaluate` keys it is computed from).
+OBJECTIVES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rand_error": ("maximize", ("rand_error",)),  # the Rand F-score of Table 3.1
+    "adapted_rand_error": ("minimize", ("adapted_rand_error",)),
+    "voi": ("minimize", ("voi_split", "voi_merge")),  # voi_split + voi_merge, bits
+    "cremi_score": ("minimize", ("cremi_score",)),
+}
+#: The objective used when none is given.
+DEFAULT_METRIC = {"watershed_2d": "rand_error", "affinity_watershed": "adapted_rand_error"}
+#: The user attribute that marks trial 0, the recipe's own options.
+DEFAULT_ATTR = "emkit.default"
+
+
+@dataclass
+class TuneResult:
+    """What a postprocessing study found.
+
+    Attributes:
+        method: the ``postprocess.method``.
+        metric: the objective (a key of :data:`OBJECTIVES`).
+        direction: ``"maximize"`` or ``"minimize"``.
+        best_options: the full ``postprocess.options`` to use (the base options with the
+            best trial's values; for affinities ``thresholds: [t]``).
+        best_value: ``metric`` at ``best_options``.
+        default_value: ``metric`` at the base options (trial 0), or None if it failed.
+        best_trial: the number of the best trial.
+        n_complete: finished trials in the study (all processes, all calls).
+        study_name: the study's name.
+        storage: the storage URL.
+        pareto: whether the study maximised (rand_split, rand_merge).
+        pareto_front: with ``pareto``, one dict per trial on the front (sorted by split).
+        study: the :class:`optuna.Study`.
+    """
+
+    method: str
+    metric: str
+    direction: str
+    best_options: dict
+    best_value: float
+    default_value: float | None
+    best_trial: int
+    n_complete: int
+    study_name: str
+    storage: str
+    pareto: bool = False
+    pareto_front: list = field(default_factory=list)
+    study: object = None
+
+    @property
+    def override(self) -> str:
+        """The recipe override, e.g. ``postprocess.options={seed_threshold: 0.1}``."""
+        return options_override(self.best_options)
+
+
+def options_override(options: dict) -> str:
+    """``postprocess.options={...}`` as one ``key=value`` line (YAML flow style).
+
+    >>> options_override({"seed_threshold": 0.25, "min_size": 40})
+    'postprocess.options={seed_threshold: 0.25, min_size: 40}'
+    """
+    text = yaml.safe_dump(_plain(options), default_flow_style=True, sort_keys=False,
+                          width=1 << 30)
+    return f"postprocess.options={text.strip()}"
+
+
+def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None = None,
+                     base_options: dict | None = None, study_name: str | None = None,
+                     storage: str | None = None, seed: int = 0, pareto: bool = False,
+                     scored_sections=None, voxel_size_nm=None, offsets=None,
+                     thresholds=THRESHOLD_GRID, timeout: float | None = None,
+                     progress: bool = True) -> TuneResult:
+    """Searches postprocessing options that optimise ``metric`` on one prediction.
+
+    Args:
+        pred: ndarray of shape (Z, Y, X) or (Z, Y, X, 1), a boundary map (1 = boundary)
+            for ``watershed_2d``; ndarray of shape (Z, Y, X, C), affinities channels
+            last, for ``affinity_watershed``. Float in [0, 1].
+        gt: ndarray of shape (Z, Y, X), the labels (0 unlabelled), or ISBI labels (uint8
+            0/255, scored section by section as :func:`emkit.metrics.evaluate` does).
+        method: ``"watershed_2d"`` or ``"affinity_watershed"``.
+        n_trials: the number of finished trials the study should have; a study that has
+            them already runs none.
+        metric: a key of :data:`OBJECTIVES`; default :data:`DEFAULT_METRIC`.
+        base_options: the recipe's ``postprocess.options``, the trial-0 baseline; options
+            not searched keep these values.
+        study_name: default ``watershed-<method>-<digest of pred and gt>``.
+        storage: an Optuna storage URL (default :func:`emkit.tune.study.storage_url`).
+        seed: the seed of the TPE sampler.
+        pareto: maximise (rand_split, rand_merge) instead (see the module docstring).
+        scored_sections: indices into Z of the sections to score (labelled ones);
+            default all. Affinities are segmented on the whole volume first.
+        voxel_size_nm: (z, y, x), needed for ``cremi_score``.
+        offsets: the affinity channels' offsets (the recipe's ``sampler.offsets``).
+        thresholds: agglomeration thresholds scanned per affinity trial.
+        timeout: stop starting trials after this many seconds.
+        progress: a progress bar over trials on stderr.
+
+    Returns:
+        A :class:`TuneResult`.
+
+    Raises:
+        InputError: unknown method, metric or option; shapes that do not match; a study
+            of this name made for another method, metric, data or base options.
+    """
+    import optuna
+
+    from emkit.tune.study import open_study, storage_url
+
+    pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
+                                             voxel_size_nm, n_trials)
+    base = dict(base_options or {})
+    _check_options(method, base)
+    grid = tuple(float(t) for t in thresholds)
+    if method == "affinity_watershed" and not grid:
+        raise InputError("thresholds: expected at least one agglomeration threshold")
+    gt_seg, per_section = _ground_truth(gt[scored])
+    digest = _digest(pred, gt, scored)
+    study_name = study_name or f"watershed-{method}-{digest[:12]}"
+    storage = storage_url(storage)
+    space = dict(SEARCH_SPACES[method])
+    if pareto and method == "affinity_watershed":
+        space["threshold"] = PARETO_THRESHOLD
+
+    direction = OBJECTIVES[metric][0]
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        study = open_study(study_name, storage=storage, sampler=sampler,
+                           direction=None if pareto else direction,
+                           directions=["maximize", "maximize"] if pareto else None)
+        _claim_study(study, storage, {
+            "emkit.method": method, "emkit.metric": metric, "emkit.pareto": bool(pareto),
+            "emkit.data_sha256": digest, "emkit.base_options": base,
+            "emkit.thresholds": list(grid) if method == "affinity_watershed" else None,
+        })
+        live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING,
+                optuna.trial.TrialState.RUNNING)  # a failed trial 0 is tried again
+        if not any(t.user_attrs.get(DEFAULT_ATTR)
+                   for t in study.get_trials(deepcopy=False, states=live)):
+            study.enqueue_trial(_default_params(method, base, space),
+                                user_attrs={DEFAULT_ATTR: True})
+
+        def score(seg):
+            return _scores(seg[scored] if method != "watershed_2d" else seg, gt_seg,
+                           per_section, metric, voxel_size_nm)
+
+        seg_pred = pred[scored] if method == "watershed_2d" else pred
+
+        def objective(trial):
+            default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+            options = {**base, **suggest_options(trial, space)}
+            if method == "watershed_2d":
+                results = [(None, score(_segment(seg_pred, method, options, None, offsets)[0]))]
+            else:
+                own = list(options.pop("thresholds", [0.5]))[:1]  # the recipe's first
+                if pareto:
+                    ts = [options.pop("threshold")]
+                else:
+                    ts = own if default else list(grid)
+                segs = _segment(seg_pred, method, options, ts, offsets)
+                results = [(t, score(seg)) for t, seg in zip(ts, segs)]
+                if len(results) > 1:
+                    trial.set_user_attr("values_by_threshold",
+                                        {f"{t:g}": s[metric] for t, s in results})
+            sign = 1 if direction == "maximize" else -1
+            t, best = max(results, key=lambda r: sign * r[1][metric])
+            if t is not None:
+                trial.set_user_attr("threshold", float(t))
+            for key in (metric, "rand_split", "rand_merge"):
+                trial.set_user_attr(key, best[key])
+            return (best["rand_split"], best["rand_merge"]) if pareto else best[metric]
+
+        done = _n_complete(study)
+        remaining = n_trials - done
+        if remaining > 0:
+            _optimize(study, objective, n_trials, remaining, timeout, progress, pareto)
+        return _result(study, method, metric, direction, base, storage, pareto)
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def suggest_options(trial, space: dict) -> dict:
+    """The options a trial draws from ``space`` (see :data:`SEARCH_SPACES`), in order."""
+    options: dict = {}
+    for name, spec in space.items():
+        when = spec.get("when")
+        if when is not None and options.get(when[0]) != when[1]:
+            continue
+        if "choices" in spec:
+            options[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        elif spec.get("int"):
+            options[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                              log=spec.get("log", False))
+        else:
+            options[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                                log=spec.get("log", False))
+    return options
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_inputs(pred, gt, method, metric, scored_sections, voxel_size_nm, n_trials):
+    if method not in SEARCH_SPACES:
+        raise InputError(f"method: got {method!r}; allowed: {', '.join(SEARCH_SPACES)}")
+    metric = metric or DEFAULT_METRIC[method]
+    if metric not in OBJECTIVES:
+        raise InputError(f"metric: got {metric!r}; allowed: {', '.join(OBJECTIVES)}")
+    if metric == "cremi_score" and voxel_size_nm is None:
+        raise InputError("metric cremi_score needs the voxel size (voxel_size_nm)")
+    if int(n_trials) < 1:
+        raise InputError(f"n_trials: expected an int >= 1, got {n_trials}")
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if method == "watershed_2d" and pred.ndim == 4 and pred.shape[-1] == 1:
+        pred = pred[..., 0]
+    wanted = "(Z, Y, X) boundaries" if method == "watershed_2d" else "(Z, Y, X, C) affinities"
+    if pred.ndim != (3 if method == "watershed_2d" else 4):
+        raise InputError(f"pred has shape {pred.shape}; {method} expects {wanted}")
+    if gt.shape != pred.shape[:3]:
+        raise InputError(f"gt has shape {gt.shape}; expected {pred.shape[:3]}, pred's (Z, Y, X)")
+    scored = list(range(gt.shape[0]) if scored_sections is None else scored_sections)
+    if not scored or not all(0 <= int(z) < gt.shape[0] for z in scored):
+        raise InputError(f"scored_sections: {scored} are not indices into {gt.shape[0]} sections")
+    return pred, gt, [int(z) for z in scored], metric
+
+
+def _check_options(method, options):
+    from emkit.recipes.loading import postprocess_function
+
+    allowed = [p for p in inspect.signature(postprocess_function(method)).parameters
+               if p not in ("boundaries", "affs", "return_fragments")]
+    for key in options:
+        if key not in allowed:
+            raise InputError(f"postprocess.options: unknown key {key!r} for {method}; "
+                             f"allowed: {', '.join(allowed)}")
+
+
+def _default_params(method, base, space):
+    """Trial 0's parameters: the base options, else the function's defaults."""
+    from emkit.recipes.loading import postprocess_function
+
+    signature = inspect.signature(postprocess_function(method)).parameters
+    params: dict = {}
+    for name, spec in space.items():
+        when = spec.get("when")
+        if when is not None and params.get(when[0]) != when[1]:
+            continue
+        if name == "threshold":
+            value = next(iter(base.get("thresholds", [0.5])))
+        else:
+            value = base.get(name, signature[name].default)
+        if spec.get("int") and spec["low"] == 1 and value == 0:
+            value = 1  # the same result (see SEARCH_SPACES), inside the range
+        params[name] = _plain(value)
+    return params
+
+
+def _ground_truth(gt):
+    """Ground truth as a segmentation once (not per trial), and whether it is per section."""
+    from emkit.metrics.evaluate import detect_gt_kind
+    from emkit.targets import isbi_labels_to_seg
+
+    if detect_gt_kind(gt) == "isbi":
+        return isbi_labels_to_seg(gt), True
+    return gt, False
+
+
+def _scores(seg, gt_seg, per_section, metric, voxel_size_nm) -> dict:
+    """The scores of one segmentation, as :meth:`ValidationPipeline.evaluate` computes them."""
+    from emkit.metrics import evaluate
+
+    keys = (*OBJECTIVES[metric][1], "rand_split", "rand_merge")
+    scores = evaluate(seg, gt_seg, pred_kind="segmentation", gt_kind="segmentation",
+                      per_section=per_section, metrics=keys, voxel_size_nm=voxel_size_nm)
+    values = {k: float(scores[k]) for k in ("rand_split", "rand_merge")}
+    values[metric] = float(sum(scores[k] for k in OBJECTIVES[metric][1]))
+    return values
+
+
+def _segment(pred, method, options, thresholds, offsets):
+    from emkit.postprocess import segment_affinities, watershed_2d
+
+    if method == "watershed_2d":
+        return [watershed_2d(pred, **options)]
+    options = dict(options)
+    if offsets is not None:
+        options.setdefault("offsets", [tuple(o) for o in offsets])
+    return segment_affinities(pred, thresholds=thresholds, **options)
+
+
+def _digest(pred, gt, scored) -> str:
+    h = hashlib.sha256()
+    for array in (pred, gt):
+        h.update(f"{array.shape}{array.dtype}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(str(scored).encode())
+    return h.hexdigest()
+
+
+def _plain(value):
+    """Plain YAML/JSON data: tuples to lists, NumPy scalars to Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _claim_study(study, storage, attrs):
+    """Marks a new study with its setup, or checks that an existing one has the same."""
+    attrs = json.loads(json.dumps(_plain(attrs)))
+    existing = study.user_attrs
+    if not existing:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return
+    for key, value in attrs.items():
+        if key in existing and existing[key] != value:
+            what = "data (prediction and labels)" if key == "emkit.data_sha256" else \
+                f"{key.split('.', 1)[1]} {existing[key]!r}"
+            raise InputError(
+                f"study {study.study_name!r} in {storage} was made for {what}; this call has "
+                f"{'other data' if key == 'emkit.data_sha256' else repr(value)}; name a new "
+                "study (--study NAME) to tune this setup"
+            )
+
+
+def _n_complete(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _optimize(study, objective, n_trials, remaining, timeout, progress, pareto):
+    import optuna
+    from tqdm import tqdm
+
+    bar = tqdm(total=remaining, desc=study.study_name, unit="trial", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+
+    def update(study, trial):
+        if not pareto and trial.state == optuna.trial.TrialState.COMPLETE:
+            bar.set_postfix(best=f"{study.best_value:.4f}", refresh=False)
+        bar.update(1)
+
+    stop = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
+    try:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, update],
+                       gc_after_trial=False)
+    finally:
+        bar.close()
+
+
+def _result(study, method, metric, direction, base, storage, pareto) -> TuneResult:
+    import optuna
+
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not finished:
+        raise MissingDataError(f"study {study.study_name!r} in {storage} has no finished trial")
+    sign = 1 if direction == "maximize" else -1
+    best = max(finished, key=lambda t: (sign * t.user_attrs[metric], -t.number))
+    default = next((t for t in finished if t.user_attrs.get(DEFAULT_ATTR)), None)
+    front = []
+    if pareto:
+        for t in sorted(study.best_trials, key=lambda t: (t.values[0], t.number)):
+            front.append({"trial": t.number, "rand_split": t.values[0], "rand_merge": t.values[1],
+                          metric: t.user_attrs[metric], "options": trial_options(t, method, base)})
+    return TuneResult(
+        method=method, metric=metric, direction=direction,
+        best_options=trial_options(best, method, base), best_value=best.user_attrs[metric],
+        default_value=None if default is None else default.user_attrs[metric],
+        best_trial=best.number, n_complete=len(finished), study_name=study.study_name,
+        storage=storage, pareto=pareto, pareto_front=front, study=study,
+    )
+
+
+def trial_options(trial, method: str, base: dict) -> dict:
+    """The full ``postprocess.options`` of a finished trial (base options + its values)."""
+    space = SEARCH_SPACES[method]
+    options = _plain(base)
+    for name, value in trial.params.items():
+        spec = space.get(name, {})
+        if spec.get("int") and spec["low"] == 1 and value == 1:
+            value = 0  # the same result; 0 reads as "off"
+        if name != "threshold":
+            options[name] = value
+    if method == "affinity_watershed":
+        t = trial.user_attrs.get("threshold", trial.params.get("threshold"))
+        options["thresholds"] = [float(t)]
+    return options
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_atomic(path, text: str) -> Path:
+    """Writes ``text`` to ``path`` through a temporary file renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def trials_csv(study, metric: str) -> str:
+    """Every trial as CSV: number, state, values, the metric, split, merge, threshold, params."""
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params} - {"threshold"})  # its own column
+    values = ["rand_split_value", "rand_merge_value"] if len(study.directions) > 1 else ["value"]
+    header = ["number", "state", *values, metric, "rand_split", "rand_merge", "threshold",
+              "default", "duration_s", *names]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for t in trials:
+        a = t.user_attrs
+        duration = t.duration.total_seconds() if t.duration is not None else ""
+        writer.writerow([
+            t.number, t.state.name, *(_cell(v) for v in (t.values or [""] * len(values))),
+            *(_cell(a.get(k, "")) for k in (metric, "rand_split", "rand_merge", "threshold")),
+            int(bool(a.get(DEFAULT_ATTR))), _cell(duration), *(_cell(t.params.get(k, "")) for k in names),
+        ])
+    return out.getvalue()
+
+
+def pareto_csv(result: TuneResult) -> str:
+    """The Pareto front as CSV, one operating point a row, with its ``--set`` override."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["trial", "rand_split", "rand_merge", result.metric, "override"])
+    for row in result.pareto_front:
+        writer.writerow([row["trial"], _cell(row["rand_split"]), _cell(row["rand_merge"]),
+                         _cell(row[result.metric]), options_override(row["options"])])
+    return out.getvalue()
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class RunTuneResult:
+    """What :func:`tune_run` did.
+
+    Attributes:
+        tune: the study's :class:`TuneResult`.
+        folder: where the files went (``<run>/tuning/<study>/`` by default).
+        files: the files written (``tuned.yaml``, ``trials.csv``, ``tuning.json``,
+            ``pareto.csv``, plots).
+        plots_skipped: plot name -> why it was not drawn.
+        run_id: the MLflow run that got the results, or None (no run id known).
+        tracking_uri: the MLflow store of ``run_id``.
+        predicted: True if the model was run (no stored validation prediction).
+    """
+
+    tune: TuneResult
+    folder: Path
+    files: list
+    plots_skipped: dict
+    run_id: str | None
+    tracking_uri: str | None
+    predicted: bool
+
+
+def tune_run(source, *, recipe=None, overrides=(), n_trials: int, metric: str | None = None,
+             study_name: str | None = None, storage: str | None = None, seed: int = 0,
+             pareto: bool = False, thresholds=THRESHOLD_GRID, output=None,
+             overwrite: bool = False, tracking_uri: str | None = None,
+             timeout: float | None = None, progress: bool = True) -> RunTuneResult:
+    """Tunes the postprocessing of a trained run (or model) on its validation sections.
+
+    The prediction is read from ``<run>/outputs/validation.h5:pred`` (or a prediction
+    cached in the output folder by an earlier call); otherwise the model predicts the
+    validation sections once and the prediction is cached as ``validation.h5`` in the
+    output folder. The labels, sections and voxel size come from the recipe's data.
+
+    Writes into the output folder: ``tuned.yaml`` (the resolved recipe with the best
+    ``postprocess.options``), ``trials.csv``, ``tuning.json`` (the summary),
+    ``pareto.csv`` (with ``pareto``) and the study's plots, each atomically. When the run
+    has an MLflow run id (``checkpoints/state.json``), the run gets metrics
+    ``tune_<metric>_default``, ``tune_<metric>_best`` and ``tune_best_<option>`` (numeric
+    options; at the run's training step), the tag ``emkit.tuned_postprocess`` (the
+    override) and the files as artifacts under ``tuning/<study>``; its status is then
+    set back to what it was. A bare model has no run: nothing goes to MLflow.
+
+    Args:
+        source: a run folder written by ``emkit recipe run``, or a ``.keras`` model.
+        recipe: a recipe name or path; required for a bare model, and replaces a run
+            folder's ``recipe.yaml``.
+        overrides: ``key=value`` recipe overrides (e.g. ``data.root=/data``).
+        n_trials: finished trials the study should have (see :func:`tune_postprocess`).
+        metric: a key of :data:`OBJECTIVES`; default by method.
+        study_name: default ``watershed-<run folder name or model stem>`` (``-pareto``
+            added with ``pareto``).
+        storage: the Optuna storage URL; default :func:`emkit.tune.study.storage_url`.
+        seed: the TPE sampler's seed.
+        pareto: a split-versus-merge study (see the module docstring).
+        thresholds: agglomeration thresholds scanned per affinity trial.
+        output: the output folder; required for a bare model. Default
+            ``<run>/tuning/<study>``.
+        overwrite: replace a ``tuned.yaml`` that another study wrote.
+        tracking_uri: the MLflow store; default the recipe's ``tracking.uri``.
+        timeout: seconds after which no new trial starts.
+        progress: a progress bar on stderr.
+
+    Returns:
+        A :class:`RunTuneResult`.
+
+    Raises:
+        MissingDataError: no recipe, no prediction and no model, or the run id is not in
+            the tracking store.
+        InputError: a prediction whose shape does not fit the recipe's validation data.
+        OverwriteError: ``tuned.yaml`` of another study is in the output folder.
+    """
+    from emkit.recipes import (
+        apply_overrides,
+        check_recipe,
+        dump_recipe,
+        load_recipe,
+        recipe_from_dict,
+        recipe_to_dict,
+    )
+    from emkit.recipes.stages import ValidationPipeline, prepare_data
+    from emkit.training import read_state
+    from emkit.tune.plots import study_plots
+    from emkit.tune.study import storage_url
+
+    path = Path(source)
+    if path.is_dir():
+        recipe_file = path / "recipe.yaml"
+        if recipe is None and not recipe_file.is_file():
+            raise MissingDataError(
+                f"run folder '{path}' has no recipe.yaml; pass --recipe NAME_OR_PATH to say "
+                "which recipe made it"
+            )
+        state = read_state(path / "checkpoints")
+        model_path, stored = path / "model.keras", path / "outputs" / "validation.h5"
+        name = path.resolve().name
+    elif path.is_file():
+        if path.suffix != ".keras":
+            raise InputError(f"'{path}' is neither a run folder nor a .keras model")
+        if recipe is None:
+            raise InputError(
+                f"model '{path}' has no recipe; pass --recipe NAME_OR_PATH (it says which "
+                "data, validation sections and postprocess method to tune)"
+            )
+        if output is None:
+            raise InputError(f"model '{path}' is not in a run folder; pass --output DIR")
+        state, model_path, stored, name = None, path, None, path.stem
+    else:
+        raise MissingDataError(
+            f"'{path}' does not exist; expected a run folder (emkit recipe run) or a .keras model"
+        )
+    loaded = load_recipe(recipe if recipe is not None else path / "recipe.yaml", overrides)
+    study_name = study_name or f"watershed-{name}{'-pareto' if pareto else ''}"
+    folder = Path(output) if output is not None else path / "tuning" / study_name
+    storage = storage_url(storage)
+    _check_output(folder, study_name, storage, overwrite)
+    run_id = state.run_id if state is not None else None
+    uri = _check_run(run_id, tracking_uri or loaded.tracking.uri, path)
+
+    data = prepare_data(loaded)
+    validate = ValidationPipeline(loaded, data)
+    cached = folder / "validation.h5"
+    pred = None
+    for candidate in (stored, cached):
+        if candidate is not None and _has_pred(candidate):
+            pred = _read_pred(candidate, loaded, validate.labels.shape, data)
+            break
+    predicted = pred is None
+    if predicted:
+        pred = _predict(model_path, validate, stored, cached)
+
+    offsets = loaded.sampler.offsets
+    result = tune_postprocess(
+        pred, validate.labels, method=loaded.postprocess.method, n_trials=n_trials,
+        metric=metric, base_options=loaded.postprocess.options, study_name=study_name,
+        storage=storage, seed=seed, pareto=pareto, scored_sections=data.scored_sections,
+        voxel_size_nm=data.dataset.voxel_size_nm, offsets=offsets, thresholds=thresholds,
+        timeout=timeout, progress=progress,
+    )
+    tuned = recipe_from_dict(apply_overrides(recipe_to_dict(loaded), [result.override]))
+    check_recipe(tuned)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [write_atomic(folder / "tuned.yaml", _tuned_header(result, path) + dump_recipe(tuned)),
+             write_atomic(folder / "trials.csv", trials_csv(result.study, result.metric))]
+    if pareto:
+        files.append(write_atomic(folder / "pareto.csv", pareto_csv(result)))
+    target = "rand split,rand merge" if pareto else result.metric
+    plots, skipped = study_plots(result.study, folder, target_name=target)
+    files.append(write_atomic(folder / "tuning.json", json.dumps(_summary(result, path), indent=2)
+                              + "\n"))
+    files += plots
+    if run_id is not None:
+        _log_to_run(uri, run_id, loaded, result, files, step=state.step)
+    return RunTuneResult(result, folder, files, skipped, run_id, uri, predicted)
+
+
+def _check_output(folder, study_name, storage, overwrite):
+    tuned = folder / "tuned.yaml"
+    if overwrite or not tuned.exists():
+        return
+    info = folder / "tuning.json"
+    try:
+        previous = json.loads(info.read_text()) if info.is_file() else {}
+    except json.JSONDecodeError:
+        previous = {}
+    if previous.get("study") != study_name or previous.get("storage") != storage:
+        raise OverwriteError(
+            f"'{tuned}' was written by study {previous.get('study', 'unknown')!r}, not "
+            f"{study_name!r}; pass --overwrite to replace it, or --output DIR"
+        )
+
+
+def _check_run(run_id, uri, path):
+    """The tracking URI, after checking that it holds ``run_id`` (before any work)."""
+    if run_id is None:
+        return None
+    from emkit.tracking import run_info, tracking_uri
+
+    uri = tracking_uri(uri)
+    try:
+        run_info(uri, run_id)
+    except Exception as exc:  # MLflow raises its own kinds for a missing run or store
+        raise MissingDataError(
+            f"MLflow run {run_id} of '{path}' (checkpoints/state.json) is not in the tracking "
+            f"store {uri} ({type(exc).__name__}); pass --tracking-uri"
+        ) from exc
+    return uri
+
+
+def _has_pred(path) -> bool:
+    from emkit.io import list_keys
+
+    return Path(path).is_file() and "pred" in list_keys(path)
+
+
+def _read_pred(path, recipe, labels_shape, data):
+    """The stored prediction, channels last, checked against the recipe's validation data."""
+    from emkit.io import open_volume
+
+    volume = open_volume(f"{path}:pred")
+    channels = 1 if recipe.sampler.target == "boundaries" else len(recipe.sampler.offsets or [0] * 3)
+    expected = tuple(labels_shape) if channels == 1 else (channels, *labels_shape)
+    if tuple(volume.shape) != expected:
+        raise InputError(
+            f"'{path}:pred' has shape {tuple(volume.shape)}; the recipe's validation sections "
+            f"{list(data.validation_sections)} (data.crop {recipe.data.crop}) need {expected}"
+            f"{'' if channels == 1 else ' (channels first)'}; pass the --recipe and --set "
+            "options the run was made with"
+        )
+    pred = np.asarray(volume[...])
+    pred = pred.astype(np.float32) / np.float32(255) if pred.dtype == np.uint8 else \
+        pred.astype(np.float32, copy=False)
+    return pred[..., None] if pred.ndim == 3 else np.moveaxis(pred, 0, -1)
+
+
+def _predict(model_path, validate, stored, cached):
+    from emkit.io import write_volume
+    from emkit.models.saving import load_model
+
+    if not Path(model_path).is_file():
+        where = f"'{stored}:pred' nor " if stored is not None else ""
+        raise MissingDataError(f"neither {where}'{model_path}' exists: nothing to tune on")
+    pred = validate.predict(load_model(model_path, compile=False))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    on_disk = np.moveaxis(pred, -1, 0)
+    write_volume(f"{cached}:pred", on_disk[0] if on_disk.shape[0] == 1 else on_disk,
+                 overwrite=True)
+    return pred
+
+
+def _tuned_header(result: TuneResult, source) -> str:
+    return (
+        f"# Tuned by `emkit tune watershed {source}`: study {result.study_name!r} in "
+        f"{result.storage},\n# trial {result.best_trial} of {result.n_complete}: "
+        f"{result.metric} {result.best_value:.4f} (recipe's options: "
+        f"{_fmt(result.default_value)}).\n# The same as: --set '{result.override}'\n"
+    )
+
+
+def _summary(result: TuneResult, source) -> dict:
+    return {
+        "source": str(source), "study": result.study_name, "storage": result.storage,
+        "method": result.method, "metric": result.metric, "direction": result.direction,
+        "default_value": result.default_value, "best_value": result.best_value,
+        "best_trial": result.best_trial, "n_complete": result.n_complete,
+        "best_options": result.best_options, "override": result.override,
+        "pareto": result.pareto,
+    }
+
+
+def _log_to_run(uri, run_id, recipe, result: TuneResult, files, *, step):
+    from emkit.tracking import MlflowTracker, run_info
+
+    status = run_info(uri, run_id)["status"]
+    tracker = MlflowTracker(uri)
+    tracker.start(experiment=recipe.tracking.experiment, run_name=result.study_name,
+                  run_id=run_id)
+    try:
+        m = result.metric
+        metrics = {f"tune_{m}_best": result.best_value, f"tune_{m}_default": result.default_value}
+        for key, value in result.best_options.items():
+            if key == "thresholds":
+                key, value = "threshold", value[0]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[f"tune_best_{key}"] = value
+        tracker.log_metrics(metrics, step=step)
+        tracker.set_tags({"emkit.tuned_postprocess": result.override,
+                          "emkit.tuned_study": f"{result.study_name} ({result.storage})"})
+        for path in files:
+            tracker.log_artifact(path, f"tuning/{result.study_name}")
+    finally:
+        if status != "RUNNING":  # a run still training keeps running
+            tracker.finish(status)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+__all__ = [
+    "DEFAULT_METRIC",
+    "OBJECTIVES",
+    "PARETO_THRESHOLD",
+    "SEARCH_SPACES",
+    "THRESHOLD_GRID",
+    "RunTuneResult",
+    "TuneResult",
+    "options_override",
+    "pareto_csv",
+    "suggest_options",
+    "trial_options",
+    "trials_csv",
+    "tune_postprocess",
+    "tune_run",
+    "write_atomic",
+]

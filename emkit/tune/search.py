@@ -1,0 +1,517 @@
+"""Hyperparameter search over a whole recipe (``emkit tune recipe``).
+
+Each Optuna trial is one recipe run (:func:`emkit.pipeline.run_recipe`) with the
+trial's values as ``key=value`` overrides (:mod:`emkit.tune.space`), tracked as an
+MLflow run nested under one parent run per study. Training reports the validation
+metric as it goes, so a median or Hyperband pruner stops poor trials early; a pruned
+trial's run ends KILLED. Its value is the final run's validation metric.
+
+Where things live::
+
+    <output_root>/tune-<study>/trial-<n>/   the run folder of trial n
+    <output_root>/tune-<study>/study/       plots and trials.csv (also in the parent run)
+
+The study lives in an Optuna storage that outlives the process
+(:mod:`emkit.tune.study`: SQLite under ``mlruns/`` by default). Several processes, on
+one machine or many, that name the same study and storage share it (Optuna's own
+distributed mode); each stops once the study holds ``n_trials`` finished (complete or
+pruned) trials. As each process checks only after its own trial ends, a study can end
+with up to (processes - 1) trials more than ``n_trials``.
+
+Resuming: a process killed mid-trial leaves the trial RUNNING; once its heartbeat is
+``grace`` seconds old, the next process to ask for a trial marks it FAIL and runs a
+retry with the same parameters in the same folder, which :func:`run_recipe` resumes
+from its last checkpoint into the same MLflow run. A trial stopped by Ctrl-C is queued
+for the same kind of retry at once.
+
+The parent run: the first process to open a study creates it and keeps its id in the
+study's user attribute ``mlflow_parent_run_id``. Two processes that open a new study
+at the same moment may both create one; each then waits a second, looks up the
+parents of the study created in the last minute (tag ``emkit.study``) and keeps the
+oldest; the other is deleted. The parent ends FINISHED when the study has its
+``n_trials`` and no trial is running; until then it stays RUNNING, as other processes
+may still add trials to it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from emkit.errors import InputError, OverwriteError
+from emkit.tracking import MlflowTracker
+from emkit.tracking import tracking_uri as resolve_tracking_uri
+from emkit.tune.space import check_space, params_to_overrides, read_space, suggest
+from emkit.tune.study import GRACE_SECONDS, HEARTBEAT_SECONDS, open_storage, open_study, storage_url
+
+#: Metrics where larger is better (the Rand and information F-scores; ``rand_error``
+#: holds the Rand F-score of Table 3.1). Every other metric is minimized.
+SCORE_METRICS = ("rand_error", "rand_split", "rand_merge", "v_rand", "v_info")
+PRUNERS = ("median", "hyperband", "none")
+#: The study's user attribute that holds the parent MLflow run.
+PARENT_ATTR = "mlflow_parent_run_id"
+STUDY_TAG = "emkit.study"
+TRIAL_TAG = "emkit.trial"
+ROLE_TAG = "emkit.role"
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+#: Parents of one study created this close together (ms) are one race; the oldest wins.
+RACE_WINDOW_MS = 60_000
+#: MLflow's smallest limit on a tag value's length (older servers).
+MAX_TAG_LENGTH = 5000
+
+
+@dataclass
+class SearchResult:
+    """What a search left in its study.
+
+    Attributes:
+        study_name: the Optuna study.
+        storage: its storage URL.
+        best_value: the best trial's metric, or None while no trial is complete.
+        best_params: the best trial's Optuna parameters (a categorical list or mapping
+            as its YAML text).
+        best_overrides: ``key=value`` strings that reproduce the best trial's recipe.
+        n_complete: complete trials in the study (all processes).
+        n_pruned: pruned trials in the study.
+        parent_run_id: the study's MLflow parent run.
+        plots: the PNG files written (see :func:`emkit.tune.plots.study_plots`).
+    """
+
+    study_name: str
+    storage: str
+    best_value: float | None
+    best_params: dict
+    best_overrides: list
+    n_complete: int
+    n_pruned: int
+    parent_run_id: str
+    plots: list = field(default_factory=list)
+
+
+class PrunedRun(optuna.TrialPruned):
+    """Raised from a run's validation hook when the pruner stops the trial.
+
+    ``run_status`` makes :func:`emkit.pipeline.run_recipe` end the MLflow run KILLED.
+    """
+
+    run_status = "KILLED"
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose random state is seeded by ``(seed, trial number)``.
+
+    Processes that share a study with the same ``seed`` would otherwise draw the same
+    points; this way trial n gets the same draw in whichever process runs it, and one
+    process's search is reproducible. TPE keeps no other state between trials.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _for(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._samplers:
+            state = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=state)
+        return self._samplers[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self._for(trial).after_trial(study, trial, state, values)
+        self._samplers.pop(trial.number, None)
+
+
+def metric_direction(recipe, metric: str | None = None) -> tuple[str, str]:
+    """``(metric, "maximize" | "minimize")``: the recipe's ``train.best_metric`` and
+    ``best_mode`` by default; for a named ``metric``, maximize the F-scores of
+    :data:`SCORE_METRICS` and minimize the rest.
+
+    Raises:
+        InputError: ``metric`` is not a validation metric.
+    """
+    from emkit.metrics.evaluate import METRICS
+
+    if metric is None:
+        metric = recipe.train.best_metric
+        direction = "maximize" if recipe.train.best_mode == "max" else "minimize"
+    else:
+        direction = "maximize" if metric in SCORE_METRICS else "minimize"
+    if metric not in METRICS:
+        raise InputError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
+    return metric, direction
+
+
+def build_pruner(pruner, recipe):
+    """The Optuna pruner for ``"median"``, ``"hyperband"`` or ``"none"`` (or ``pruner``
+    itself when it is already an :class:`optuna.pruners.BasePruner`).
+
+    Steps are optimizer steps, reported at each validation (``train.validate_every``).
+    The median pruner waits for 5 complete trials and never prunes at a trial's first
+    validation, whose score says little; Hyperband's resource runs from one validation
+    interval to ``train.max_steps``.
+    """
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    train = recipe.train
+    every = train.validate_every or train.max_steps
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=every + 1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=min(every, train.max_steps), max_resource=train.max_steps)
+    if pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise InputError(f"pruner {pruner!r}: expected one of {', '.join(PRUNERS)}")
+
+
+def validation_hook(trial, metric: str):
+    """``on_validation(step, metrics)`` for :func:`run_recipe`: reports ``metrics[metric]``
+    to the trial at ``step`` and raises :class:`PrunedRun` when the pruner says so.
+    Validations without the metric (None or NaN) are skipped."""
+
+    def on_validation(step, metrics):
+        value = metrics.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        trial.report(float(value), int(step))
+        if trial.should_prune():
+            raise PrunedRun(f"trial {trial.number} pruned at step {step}: {metric}={value:.4g}")
+
+    return on_validation
+
+
+class _TrialTracker(MlflowTracker):
+    """An MLflow tracker that tags each (re)started run with its study and trial and
+    hands the run id to ``on_start`` (the trial's ``run_id`` attribute)."""
+
+    def __init__(self, uri, *, tags: dict, on_start):
+        super().__init__(uri)
+        self._tags, self._on_start = tags, on_start
+
+    def start(self, **kwargs) -> str:
+        run_id = super().start(**kwargs)
+        self.set_tags(self._tags)
+        self._on_start(run_id)
+        return run_id
+
+
+def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=(),
+                  quick: bool = False, study_name: str | None = None, storage: str | None = None,
+                  pruner="median", metric: str | None = None, tracking_uri: str | None = None,
+                  output_root: str | None = None, timeout: float | None = None, seed: int = 0,
+                  heartbeat: int | None = HEARTBEAT_SECONDS, grace: int | None = GRACE_SECONDS,
+                  progress: bool = True) -> SearchResult:
+    """Searches a recipe's hyperparameters until the study holds ``n_trials`` finished trials.
+
+    Args:
+        recipe: a shipped recipe's name or a recipe YAML path.
+        space: the search-space YAML (:mod:`emkit.tune.space`).
+        n_trials: finished (complete or pruned) trials the study should hold, counted
+            over every process that shares it.
+        overrides: ``key=value`` strings applied to every trial before its own values.
+        quick: apply the recipe's ``--quick`` budget to every trial.
+        study_name: the study; default ``<recipe name>-search``. Letters, digits, ``_``,
+            ``.`` and ``-``.
+        storage: an Optuna RDB URL (default :data:`emkit.tune.study.DEFAULT_STORAGE`).
+        pruner: ``"median"``, ``"hyperband"``, ``"none"`` or an Optuna pruner.
+        metric: the validation metric to optimize; default the recipe's ``train.best_metric``.
+        tracking_uri: the MLflow store; default the recipe's ``tracking.uri``.
+        output_root: where ``tune-<study>/`` goes; default the recipe's ``run.output_root``.
+        timeout: stop starting trials after this many seconds (a running one finishes).
+        seed: the sampler's seed (see :class:`TrialSeededSampler`).
+        heartbeat: seconds between a running trial's heartbeats (None: no heartbeat,
+            so trials of a killed process are never retried).
+        grace: seconds without a heartbeat after which a trial counts as dead.
+        progress: print one line per finished trial.
+
+    Returns:
+        A :class:`SearchResult` for the whole study.
+
+    Raises:
+        InputError: a bad recipe, override, space file, metric, pruner or study name,
+            or an existing study that optimizes another metric or direction.
+        OverwriteError: a new trial's folder already holds files (an earlier study of
+            the same name).
+    """
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise InputError(f"n_trials must be a positive integer, got {n_trials!r}")
+    base_overrides = [*overrides, *([f"tracking.uri={tracking_uri}"] if tracking_uri else [])]
+    from emkit.recipes import load_recipe
+
+    base = load_recipe(recipe, base_overrides, quick=quick)
+    params = read_space(space)
+    check_space(params, recipe, base_overrides, quick=quick, source=str(space))
+    metric, direction = metric_direction(base, metric)
+    name = study_name or f"{base.name}-search"
+    if not re.fullmatch(r"[\w.\-]+", name):
+        raise InputError(f"study name {name!r}: use letters, digits, '_', '.' and '-' only")
+    url = storage_url(storage)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    uri = resolve_tracking_uri(base.tracking.uri)
+    pruner = build_pruner(pruner, base)
+    with _sqlite_lock(url):  # the first process creates the tables, the others wait
+        study = _retrying(lambda: open_study(
+            name, storage=open_storage(url, heartbeat=heartbeat, grace=grace),
+            direction=direction, sampler=TrialSeededSampler(seed), pruner=pruner))
+    with _sqlite_lock(uri):
+        _retrying(lambda: MlflowTracker(uri).client.search_experiments(max_results=1))
+    _claim_study(study, metric=metric, direction=direction, recipe=base.name)
+    root = Path(output_root or base.run.output_root) / f"tune-{name}"
+    parent = _parent_run(study, uri, base.tracking.experiment, tags={
+        STUDY_TAG: name, ROLE_TAG: "study", "emkit.recipe": base.name, "emkit.metric": metric,
+        "emkit.direction": direction, "emkit.space": str(Path(space).resolve()),
+        "emkit.overrides": " ".join(base_overrides)[:MAX_TAG_LENGTH]})
+
+    if _n_finished(study) < n_trials:
+        objective = _objective(study, recipe=recipe, params=params, overrides=base_overrides,
+                               quick=quick, metric=metric, root=root, uri=uri, parent=parent)
+        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES)]
+        if progress:
+            callbacks.append(_print_trial(metric))
+        study.optimize(objective, timeout=timeout, callbacks=callbacks, gc_after_trial=True)
+    return _summarize(study, params=params, metric=metric, n_trials=n_trials, parent=parent,
+                      uri=uri, folder=root / "study", storage=url)
+
+
+def _claim_study(study, *, metric: str, direction: str, recipe: str) -> None:
+    """Records what the study optimizes; refuses a process that wants something else."""
+    if study.direction.name.lower() != direction:
+        raise InputError(
+            f"study {study.study_name!r} exists and is set to {study.direction.name.lower()}; "
+            f"this search would {direction} {metric}: choose another study name"
+        )
+    attrs = study.user_attrs
+    for key, value in (("metric", metric), ("recipe", recipe)):
+        if key not in attrs:
+            study.set_user_attr(key, value)
+        elif attrs[key] != value:
+            raise InputError(
+                f"study {study.study_name!r} searches {key} {attrs[key]!r}, not {value!r}: "
+                "choose another study name"
+            )
+
+
+def _objective(study, *, recipe, params, overrides, quick, metric, root: Path, uri, parent):
+    """The function Optuna calls per trial: one recipe run, its final metric returned."""
+    from emkit.pipeline import run_recipe
+    from emkit.recipes import load_recipe
+
+    def objective(trial):
+        frozen = _frozen(study, trial.number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(
+                frozen)
+        retried = original is not None
+        number = original if retried else trial.number
+        trial_overrides = params_to_overrides(suggest(trial, params), params)
+        run = load_recipe(recipe, [*overrides, *trial_overrides], quick=quick)
+        folder = root / f"trial-{number}"
+        if not retried and folder.exists() and any(folder.iterdir()):
+            raise OverwriteError(
+                f"trial folder {str(folder)!r} already holds files (an earlier study named "
+                f"{study.study_name!r}?); delete it or choose another study name"
+            )
+        for key, value in (("output_dir", str(folder.resolve())), ("host", socket.gethostname()),
+                           ("pid", os.getpid()), ("overrides", trial_overrides)):
+            trial.set_user_attr(key, value)
+        tracker = _TrialTracker(uri, tags={STUDY_TAG: study.study_name, TRIAL_TAG: number},
+                                on_start=lambda run_id: trial.set_user_attr("run_id", run_id))
+        try:
+            result = run_recipe(run, output=folder, resume=retried, overwrite=retried,
+                                tracker=tracker, parent_run_id=parent,
+                                on_validation=validation_hook(trial, metric))
+        except KeyboardInterrupt:
+            _requeue(study, trial.number, number)
+            raise
+        finally:
+            import keras
+
+            keras.backend.clear_session()
+        value = result.metrics.get(metric)
+        if value is None:
+            raise InputError(
+                f"metric {metric!r} is not computed for recipe {run.name!r} (got "
+                f"{', '.join(k for k, v in result.metrics.items() if v is not None)}); pass another"
+            )
+        return float(value)
+
+    return objective
+
+
+def _frozen(study, number: int):
+    """The stored trial ``number`` (with its system attributes, which a Trial hides)."""
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number == number:
+            return trial
+    raise KeyError(number)
+
+
+def _requeue(study, number: int, original: int) -> None:
+    """Queues a retry of interrupted trial ``number`` as the heartbeat's retry would."""
+    trial = _frozen(study, number)
+    history = [*trial.system_attrs.get("retry_history", []), number]
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params,
+        distributions=trial.distributions, user_attrs=trial.user_attrs,
+        system_attrs={"failed_trial": original, "retry_history": history}))
+
+
+def _n_finished(study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def _print_trial(metric: str):
+    def callback(study, trial):
+        value = "" if trial.value is None else f" {metric}={trial.value:.4g}"
+        print(f"{study.study_name}: trial {trial.number} {trial.state.name.lower()}{value} "
+              f"{' '.join(trial.user_attrs.get('overrides', []))}", flush=True)
+
+    return callback
+
+
+@contextmanager
+def _sqlite_lock(url: str):
+    """Holds an exclusive lock beside a ``sqlite:///`` store's file (no-op for other URLs).
+
+    Optuna and MLflow create or migrate a new SQLite store's tables when they first open
+    it, and two processes doing so at once break it (MLflow's migrations leave a
+    half-made table). Locking serializes that for the processes of one machine.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = Path(url[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _retrying(call, attempts: int = 3):
+    """``call()``, tried again after a pause if it fails: processes that start together on
+    a new SQLite store race to create its tables (Optuna's, MLflow's) or the MLflow
+    experiment, and the losers fail once."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception:  # SQLAlchemy's and MLflow's kinds; the last failure is raised
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _start(tracker, experiment: str, **kwargs) -> str:
+    """``tracker.start``, retried (see :func:`_retrying`)."""
+    return _retrying(lambda: tracker.start(experiment=experiment, **kwargs))
+
+
+def _parent_run(study, uri: str, experiment: str, *, tags: dict) -> str:
+    """The study's parent MLflow run, (re)started as RUNNING; created if the study has none."""
+    tracker = MlflowTracker(uri)
+    known = study.user_attrs.get(PARENT_ATTR)
+    if known and _is_active(tracker, known):
+        return _start(tracker, experiment, run_name="", run_id=known)
+    own = _start(tracker, experiment, run_name=f"tune-{study.study_name}")
+    tracker.set_tags(tags)
+    time.sleep(1.0)  # let a run created at the same moment elsewhere get its tags
+    mine = tracker.client.get_run(own).info
+    runs = tracker.client.search_runs(
+        [mine.experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}' and tags.`{ROLE_TAG}` = 'study'")
+    rivals = [r.info for r in runs if r.info.start_time >= mine.start_time - RACE_WINDOW_MS]
+    winner = min([mine, *rivals], key=lambda info: (info.start_time, info.run_id)).run_id
+    if winner != own:
+        tracker.client.delete_run(own)
+    study.set_user_attr(PARENT_ATTR, winner)
+    return winner
+
+
+def _is_active(tracker, run_id: str) -> bool:
+    try:
+        return tracker.client.get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:  # noqa: BLE001 - not in this store; MLflow's exception types stay in tracking
+        return False
+
+
+def _summarize(study, *, params, metric, n_trials, parent, uri, folder: Path, storage: str) -> SearchResult:
+    """The study's result, logged to the parent run (finished once the study is done)."""
+    from emkit.tune.plots import study_plots
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+    n_pruned = states.count(optuna.trial.TrialState.PRUNED)
+    best = study.best_trial if n_complete else None
+    best_overrides = params_to_overrides(best.params, params) if best else []
+    plots, _ = study_plots(study, folder, target_name=metric)
+    table = folder / "trials.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    study.trials_dataframe().to_csv(table, index=False)
+
+    tracker = MlflowTracker(uri)
+    tracker.run_id = parent  # log without restarting it: another process may have finished it
+    tracker.log_metrics({"n_complete": n_complete, "n_pruned": n_pruned,
+                         **({f"best_{metric}": best.value} if best else {})},
+                        step=n_complete + n_pruned)
+    if best:
+        tracker.set_tags({"emkit.best_trial": best.number,
+                          "emkit.best_run_id": best.user_attrs.get("run_id", ""),
+                          "emkit.best_overrides": " ".join(best_overrides)[:MAX_TAG_LENGTH]})
+    for path in [*plots, table]:
+        tracker.log_artifact(path, "study")
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if n_complete + n_pruned >= n_trials and not running:  # the last process to stop ends it
+        tracker.finish("FINISHED")
+    return SearchResult(
+        study_name=study.study_name, storage=storage, best_value=best.value if best else None,
+        best_params=dict(best.params) if best else {}, best_overrides=best_overrides,
+        n_complete=n_complete, n_pruned=n_pruned, parent_run_id=parent, plots=plots)
+
+
+__all__ = [
+    "PRUNERS",
+    "SCORE_METRICS",
+    "PrunedRun",
+    "SearchResult",
+    "TrialSeededSampler",
+    "build_pruner",
+    "metric_direction",
+    "search_recipe",
+    "validation_hook",
+]
