@@ -39,7 +39,8 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
 
     Args:
         url: an Optuna RDB URL (see :func:`storage_url`). A ``sqlite:///`` file's folder
-            is created.
+            is created. An in-memory SQLite store (``sqlite:///:memory:``) lives and dies
+            with the process and gets no heartbeat.
         heartbeat: seconds between heartbeats of a running trial (None: no heartbeat,
             so a dead process's trial stays RUNNING).
         grace: seconds without a heartbeat after which a trial counts as dead.
@@ -53,7 +54,9 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
     import optuna
 
     url = storage_url(url)
-    if url.startswith("sqlite:///"):
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        heartbeat = None  # one process, one connection: the heartbeat thread would see no tables
+    elif url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
