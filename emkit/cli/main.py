@@ -30,6 +30,7 @@ COMMANDS = {
     "ui": "emkit.cli.ui",
     "ensemble": "emkit.cli.ensemble",
     "tune": "emkit.cli.tune",
+    "align": "emkit.cli.align",
 }
 
 
