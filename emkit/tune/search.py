@@ -41,7 +41,6 @@ import re
 import socket
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +51,14 @@ from emkit.errors import InputError, OverwriteError
 from emkit.tracking import MlflowTracker
 from emkit.tracking import tracking_uri as resolve_tracking_uri
 from emkit.tune.space import check_space, params_to_overrides, read_space, suggest
-from emkit.tune.study import GRACE_SECONDS, HEARTBEAT_SECONDS, open_storage, open_study, storage_url
+from emkit.tune.study import (
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    open_storage,
+    open_study,
+    sqlite_lock,
+    storage_url,
+)
 
 #: Metrics where larger is better (the Rand and information F-scores; ``rand_error``
 #: holds the Rand F-score of Table 3.1). Every other metric is minimized.
@@ -271,11 +277,11 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     uri = resolve_tracking_uri(base.tracking.uri)
     pruner = build_pruner(pruner, base)
-    with _sqlite_lock(url):  # the first process creates the tables, the others wait
+    with sqlite_lock(url):  # the first process creates the tables, the others wait
         study = _retrying(lambda: open_study(
             name, storage=open_storage(url, heartbeat=heartbeat, grace=grace),
             direction=direction, sampler=TrialSeededSampler(seed), pruner=pruner))
-    with _sqlite_lock(uri):
+    with sqlite_lock(uri):
         _retrying(lambda: MlflowTracker(uri).client.search_experiments(max_results=1))
     _claim_study(study, metric=metric, direction=direction, recipe=base.name)
     root = Path(output_root or base.run.output_root) / f"tune-{name}"
@@ -390,33 +396,6 @@ def _print_trial(metric: str):
               f"{' '.join(trial.user_attrs.get('overrides', []))}", flush=True)
 
     return callback
-
-
-@contextmanager
-def _sqlite_lock(url: str):
-    """Holds an exclusive lock beside a ``sqlite:///`` store's file (no-op for other URLs).
-
-    Optuna and MLflow create or migrate a new SQLite store's tables when they first open
-    it, and two processes doing so at once break it (MLflow's migrations leave a
-    half-made table). Locking serializes that for the processes of one machine.
-    """
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path = Path(url[len(prefix):])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f"{path.name}.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _retrying(call, attempts: int = 3):

@@ -15,6 +15,7 @@ for a trial.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from emkit.errors import InputError
@@ -24,6 +25,34 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 #: Seconds between a running trial's heartbeats, and silence after which it is stale.
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
+
+
+@contextmanager
+def sqlite_lock(url: str):
+    """Holds an exclusive lock beside a ``sqlite:///`` store's file (no-op for other URLs).
+
+    Optuna and MLflow create or migrate a new SQLite store's tables when they first open
+    it, and two processes doing so at once break it (MLflow's migrations leave a
+    half-made table). Locking serializes that for the processes of one machine; it
+    guards both emkit's Optuna store and its MLflow store.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = Path(url[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def storage_url(url: str | None = None) -> str:
@@ -85,11 +114,17 @@ def open_study(name: str, *, storage=None, direction: str | None = "minimize",
     import optuna
 
     if storage is None or isinstance(storage, str):
-        storage = open_storage(storage)
+        url = storage_url(storage)
+        with sqlite_lock(url):  # the first process creates the tables, the others wait
+            return optuna.create_study(
+                study_name=name, storage=open_storage(url), load_if_exists=True,
+                sampler=sampler, pruner=pruner, direction=None if directions else direction,
+                directions=directions,
+            )
     return optuna.create_study(
         study_name=name, storage=storage, load_if_exists=True, sampler=sampler, pruner=pruner,
         direction=None if directions else direction, directions=directions,
     )
 
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "open_study", "storage_url"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "open_study", "sqlite_lock", "storage_url"]
