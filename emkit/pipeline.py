@@ -122,7 +122,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
             and resumes with the same command and ``--output``.
     """
     from emkit.recipes import stages
-    from emkit.tracking import MlflowTracker
+    from emkit.tracking import MlflowTracker, ends_run_on_error
     from emkit.training import (
         Budget,
         Checkpoints,
@@ -151,7 +151,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
     recipe_file.write_text(dump_recipe(recipe))
     tracker.log_artifact(recipe_file)
-    try:
+    with ends_run_on_error(tracker):
         data = stages.prepare_data(recipe)
         if not resumed:
             state = TrainState(run_id=run_id, recipe=recipe.name)
@@ -193,12 +193,6 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         write_state(checkpoints_dir, state)
         tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
         tracker.finish("FINISHED")
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException as exc:
-        tracker.finish(getattr(exc, "run_status", "FAILED"))
-        raise
     return RunResult(run_id, folder, model_path, step, result.metrics,
                      stopped=budget.reason or "", resumed=resumed, outputs=outputs)
 

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The local store used when neither the recipe, the CLI nor $MLFLOW_TRACKING_URI names one.
@@ -177,6 +178,24 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+@contextmanager
+def ends_run_on_error(tracker):
+    """Ends ``tracker``'s run if the block raises, then re-raises.
+
+    Ctrl-C ends it ``"KILLED"`` (resumable); any other exception ends it with the
+    exception's ``run_status`` attribute (e.g. ``"KILLED"`` for a pruned trial) or
+    ``"FAILED"``. A block that finishes normally must call ``tracker.finish`` itself.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException as exc:
+        tracker.finish(getattr(exc, "run_status", "FAILED"))
+        raise
+
+
 def _param_value(value) -> str:
     text = str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
@@ -220,6 +239,7 @@ __all__ = [
     "PARENT_TAG",
     "MemoryTracker",
     "MlflowTracker",
+    "ends_run_on_error",
     "metric_history",
     "run_info",
     "tracking_uri",

@@ -181,7 +181,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
     from emkit.ensemble.model import make_ensemble, save_ensemble
     from emkit.pipeline import git_commit, run_recipe
     from emkit.recipes import dump_recipe, flatten, load_recipe, recipe_to_dict
-    from emkit.tracking import MlflowTracker
+    from emkit.tracking import MlflowTracker, ends_run_on_error
     from emkit.training import read_state
 
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
@@ -205,7 +205,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
         tracker.log_params({**flatten(recipe_to_dict(base)), "ensemble.members": members})
         tracker.set_tags({"emkit.recipe": base.name, "emkit.ensemble": str(members),
                           "emkit.output_dir": str(folder.resolve()), "git_commit": git_commit()})
-    try:
+    with ends_run_on_error(tracker):
         run_ids, member_metrics, trained, steps = [], [], [], []
         for k in range(members):
             member_dir = folder / f"member-{k}"
@@ -255,12 +255,6 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
         record.update(finished=True, metrics=metrics, outputs=[str(p) for p in outputs])
         _write_record(folder, record)
         tracker.finish("FINISHED")
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException as exc:
-        tracker.finish(getattr(exc, "run_status", "FAILED"))
-        raise
     return EnsembleRun(parent_id, folder, ensemble_path, metrics, member_metrics, run_ids,
                        trained, outputs)
 
