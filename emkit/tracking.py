@@ -131,18 +131,33 @@ class MlflowTracker:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
             return run_id
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = None
-            if self._folder is not None:
-                location = (self._folder / "artifacts").resolve().as_uri()
-            experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            experiment_id = found.experiment_id
+        experiment_id = self._experiment_id(experiment)
         tags = {PARENT_TAG: parent_run_id} if parent_run_id is not None else None
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         return self.run_id
+
+    def _experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created if new.
+
+        Processes that start together (tuning workers, ensemble members) race to create
+        it: the loser's ``create_experiment`` fails, and it reads the winner's instead.
+        """
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self._folder is not None:
+            location = (self._folder / "artifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param

@@ -75,20 +75,8 @@ class EnsembleValidation(stages.ValidationPipeline):
     def predict(self, ensemble):
         from emkit.ensemble.model import predict_ensemble
 
-        return predict_ensemble(ensemble, self.raw, progress=False, **inference_options(self.recipe))
-
-
-def inference_options(recipe) -> dict:
-    """The :func:`~emkit.inference.predict_volume` options of a recipe's ``inference`` section."""
-    i = recipe.inference
-    offsets = recipe.sampler.offsets
-    if recipe.sampler.target == "affinities" and offsets is None:
-        offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
-    return {
-        "tile_shape": None if i.tile_shape is None else tuple(i.tile_shape),
-        "overlap": i.overlap, "blend": i.blend, "batch_size": i.batch_size, "tta": i.tta,
-        "offsets": [tuple(o) for o in offsets] if (i.tta and offsets) else None,
-    }
+        return predict_ensemble(ensemble, self.raw, progress=False,
+                                 **stages.inference_options(self.recipe))
 
 
 def ensemble_folder(recipe, members: int, output=None) -> Path:
@@ -275,7 +263,6 @@ __all__ = [
     "EnsembleRun",
     "EnsembleValidation",
     "ensemble_folder",
-    "inference_options",
     "read_record",
     "train_ensemble",
 ]

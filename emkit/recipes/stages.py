@@ -168,6 +168,23 @@ class ValidationResult:
     metrics: dict
 
 
+def inference_options(recipe) -> dict:
+    """The :func:`~emkit.inference.predict_volume` options of a recipe's ``inference`` section.
+
+    Test-time augmentation of affinities needs the offsets: the sampler's, or the three
+    nearest-neighbour ones when the recipe leaves them to the default.
+    """
+    i = recipe.inference
+    offsets = recipe.sampler.offsets
+    if recipe.sampler.target == "affinities" and offsets is None:
+        offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    return {
+        "tile_shape": None if i.tile_shape is None else tuple(i.tile_shape),
+        "overlap": i.overlap, "blend": i.blend, "batch_size": i.batch_size, "tta": i.tta,
+        "offsets": [tuple(o) for o in offsets] if (i.tta and offsets) else None,
+    }
+
+
 class ValidationPipeline:
     """Predict, segment and evaluate the validation sections; keeps the last result.
 
@@ -186,15 +203,7 @@ class ValidationPipeline:
     def predict(self, model) -> np.ndarray:
         from emkit.inference import predict_volume
 
-        i = self.recipe.inference
-        offsets = self.recipe.sampler.offsets
-        if self.recipe.sampler.target == "affinities" and offsets is None:
-            offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
-        return predict_volume(
-            model, self.raw, tile_shape=None if i.tile_shape is None else tuple(i.tile_shape),
-            overlap=i.overlap, blend=i.blend, batch_size=i.batch_size, tta=i.tta,
-            offsets=[tuple(o) for o in offsets] if (i.tta and offsets) else None, progress=False,
-        )
+        return predict_volume(model, self.raw, **inference_options(self.recipe), progress=False)
 
     def segment(self, pred: np.ndarray) -> np.ndarray:
         p = self.recipe.postprocess

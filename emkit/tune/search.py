@@ -400,8 +400,8 @@ def _print_trial(metric: str):
 
 def _retrying(call, attempts: int = 3):
     """``call()``, tried again after a pause if it fails: processes that start together on
-    a new SQLite store race to create its tables (Optuna's, MLflow's) or the MLflow
-    experiment, and the losers fail once."""
+    a new SQLite store race to create its tables (Optuna's, MLflow's), and the losers fail
+    once. (The race to create the MLflow experiment is the tracker's own business.)"""
     for attempt in range(attempts):
         try:
             return call()
@@ -412,18 +412,13 @@ def _retrying(call, attempts: int = 3):
     raise AssertionError("unreachable")
 
 
-def _start(tracker, experiment: str, **kwargs) -> str:
-    """``tracker.start``, retried (see :func:`_retrying`)."""
-    return _retrying(lambda: tracker.start(experiment=experiment, **kwargs))
-
-
 def _parent_run(study, uri: str, experiment: str, *, tags: dict) -> str:
     """The study's parent MLflow run, (re)started as RUNNING; created if the study has none."""
     tracker = MlflowTracker(uri)
     known = study.user_attrs.get(PARENT_ATTR)
     if known and _is_active(tracker, known):
-        return _start(tracker, experiment, run_name="", run_id=known)
-    own = _start(tracker, experiment, run_name=f"tune-{study.study_name}")
+        return tracker.start(experiment=experiment, run_name="", run_id=known)
+    own = tracker.start(experiment=experiment, run_name=f"tune-{study.study_name}")
     tracker.set_tags(tags)
     time.sleep(1.0)  # let a run created at the same moment elsewhere get its tags
     mine = tracker.client.get_run(own).info
