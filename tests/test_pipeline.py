@@ -36,7 +36,17 @@ def tiny_recipe(name, shared_data, *extra):
     return load_recipe(name, [*overrides, *extra])
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+# Align recipes (task: align) train an aligner, not a segmentation: tests/test_align_learned.py.
+SEGMENTATION_RECIPES = [n for n in RECIPES if not n.startswith("align_")]
+
+
+def test_segmentation_recipes_are_every_recipe_but_the_align_ones():
+    for name in RECIPES:
+        assert (getattr(load_recipe(name), "task", "segment") == "align") == (
+            name not in SEGMENTATION_RECIPES), name
+
+
+@pytest.mark.parametrize("name", SEGMENTATION_RECIPES)
 def test_every_recipe_runs_two_steps_and_validation(name, shared_data, tmp_path):
     from emkit.pipeline import run_recipe
 

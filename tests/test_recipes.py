@@ -24,6 +24,11 @@ from emkit.recipes import (
 def test_every_recipe_loads_and_validates(name):
     recipe = load_recipe(name)
     assert recipe.name == name
+    if getattr(recipe, "task", None) == "align":  # a learned-aligner recipe (emkit.align.recipe)
+        from emkit.align.recipe import align_recipe_from_dict
+
+        assert align_recipe_from_dict(recipe_to_dict(recipe)) == recipe
+        return
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe  # resolved form round-trips
 
 
@@ -97,6 +102,20 @@ def test_cli_list_show_and_clear_error(capsys):
     assert main(["recipe", "show", "isbi_n4", "--set", "train.bogus=1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emkit: error: train: unknown key 'bogus'") and err.count("\n") == 1
+
+
+def test_commands_that_take_segmentation_recipes_refuse_an_align_recipe(capsys, tmp_path):
+    with pytest.raises(InputError, match=r"'align_learned_affine' trains an aligner \(task: align\)"):
+        load_recipe("align_learned_affine", segmentation_only=True)
+    assert load_recipe("isbi_n4", segmentation_only=True).name == "isbi_n4"
+    for argv in (["ensemble", "train", "align_learned_flow", "--members", "2",
+                  "--output", str(tmp_path / "e")],
+                 ["tune", "recipe", "align_learned_flow", "--space", str(tmp_path / "s.yaml"),
+                  "--n-trials", "1"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "trains an aligner (task: align); this command takes a segmentation recipe" in err
+    assert not (tmp_path / "e").exists()
 
 
 def test_dump_is_yaml_of_every_key():

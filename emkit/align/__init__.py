@@ -1,16 +1,26 @@
 """Aligning the sections of an EM stack, and measuring how well it is done.
 
-Plain NumPy, SciPy and scikit-image: this package never imports Keras or TensorFlow.
+Importing :mod:`emkit.align` needs only NumPy, SciPy and scikit-image. The learned
+aligner is the one part that uses Keras: import :mod:`emkit.align.learned` (and
+:mod:`emkit.align.learned_model`) explicitly; nothing here imports them, so the
+hand-crafted aligner, the generator, the metrics and ``emkit align score`` start fast
+and work without TensorFlow.
 
 - :mod:`emkit.align.transforms`: the representation shared by every aligner (hand-crafted
-  here, learned later): per-section 3x3 affine matrices and optional dense displacement
+  and learned): per-section 3x3 affine matrices and optional dense displacement
   fields, mapping OUTPUT (aligned) pixel coordinates to INPUT (raw) ones; compose,
-  invert, apply, save and load.
+  invert, apply.
+- :mod:`emkit.align.io`: transforms files (.h5 / .npz), saved atomically, and loaded.
 - :mod:`emkit.align.generator`: a misalignment benchmark; known translations (drift,
   jitter, slips), rotations and elastic distortions, and the true transforms.
 - :mod:`emkit.align.xcorr`: the hand-crafted aligner (cross-correlation, block matching,
   RANSAC, drift removal).
 - :mod:`emkit.align.metrics`: neighbour cross-correlation and residual displacement.
+- :mod:`emkit.align.learned_model` (Keras): the pair network around
+  :class:`~emkit.models.spatial_transformer.SpatialTransformer`, its NCC, smoothness
+  and supervised losses; :mod:`emkit.align.learned` (Keras): its training data,
+  training with checkpoints and tracking, and :func:`~emkit.align.learned.align_learned`;
+  :mod:`emkit.align.recipe`: the ``task: align`` recipes.
 
 >>> import numpy as np
 >>> from emkit.align import align_xcorr, apply_transforms
@@ -23,6 +33,12 @@ Plain NumPy, SciPy and scikit-image: this package never imports Keras or TensorF
 """
 
 from emkit.align.generator import MisalignedStack, draw_motions, misalign_stack
+from emkit.align.io import (
+    is_transforms_file,
+    load_transforms,
+    read_transforms_attrs,
+    save_transforms,
+)
 from emkit.align.metrics import (
     ResidualError,
     ncc_scores,
@@ -38,12 +54,8 @@ from emkit.align.transforms import (
     from_translations,
     identity_transforms,
     invert,
-    is_transforms_file,
-    load_transforms,
     map_points,
-    read_transforms_attrs,
     rigid_matrix,
-    save_transforms,
     valid_mask,
 )
 from emkit.align.xcorr import REFINEMENTS, align_xcorr, estimate_shift, register_pair, remove_drift

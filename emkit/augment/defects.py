@@ -8,7 +8,8 @@ neighbour); part of a section can be missing; stain can leave dark blotches. Dee
 
 * ``misalign`` moves raw *and* labels (the objects really are where the image shows
   them, so targets across the misaligned interface change); ``shift_labels=False``
-  moves raw only.
+  moves raw only, and ``keep_center=True`` never moves the centre section: together
+  they train a model with a learned aligner in front (``model.align``).
 * The other defects change raw only: the labels still say what the tissue is, and the
   network learns to infer it from the neighbouring sections.
 * Misalignment and missing sections need neighbours in z: on a one-section (2D) sample
@@ -118,18 +119,28 @@ class Misalign(Augmentation):
         slip_p: probability of a slip (sections k, k+1, ... all move) rather than one
             translated section.
         shift_labels: move the labels with the image (default), as DeepEM does.
+        keep_center: never move the centre section (``z // 2``): a single translation
+            picks another section, and a slip moves the side of the cut away from the
+            centre. With ``shift_labels: false`` this is the training signal of a model
+            with an aligner in front (``model.align``, reference ``center``): the raw is
+            misaligned, the labels stay in the centre section's frame, which is the frame
+            the aligner warps the other sections into.
     """
 
     name = "misalign"
     is_defect = True
 
-    def __init__(self, *, p=0.3, max_shift: int = 10, slip_p: float = 0.5, shift_labels=True):
+    def __init__(self, *, p=0.3, max_shift: int = 10, slip_p: float = 0.5, shift_labels=True,
+                 keep_center=False):
         super().__init__(p=p)
         self.max_shift = check_int(max_shift, "misalign: max_shift", minimum=1)
         self.slip_p = check_probability(slip_p, "misalign: slip_p")
         if not isinstance(shift_labels, bool):
             raise InputError(f"misalign: shift_labels must be true or false, got {shift_labels!r}")
         self.shift_labels = shift_labels
+        if not isinstance(keep_center, bool):
+            raise InputError(f"misalign: keep_center must be true or false, got {keep_center!r}")
+        self.keep_center = keep_center
 
     def margin(self, shape):
         # Declared whatever the depth: labels may cover fewer sections than raw.
@@ -143,9 +154,14 @@ class Misalign(Augmentation):
         shift = (0, 0)
         while shift == (0, 0):
             shift = tuple(int(v) for v in rng.integers(-m, m + 1, size=2))
+        center = depth // 2
         if rng.random() < self.slip_p:
             k = int(rng.integers(1, depth))
-            return {"shifts": {z: shift for z in range(k, depth)}}
+            moved = range(k, depth) if not self.keep_center or k > center else range(k)
+            return {"shifts": {z: shift for z in moved}}
+        if self.keep_center:
+            z = int(rng.integers(depth - 1))
+            return {"shifts": {z + (z >= center): shift}}
         return {"shifts": {int(rng.integers(depth)): shift}}
 
     def apply(self, raw, labels, params, out_shapes=None):

@@ -1,7 +1,9 @@
 """``emkit align``: align a stack, misalign one for a benchmark, apply and score transforms.
 
-    emkit align run INPUT --output OUT [--transforms T.h5] [--method xcorr]
-                    [--refine none|affine|elastic] [--drift-sigma S] [--overwrite]
+    emkit align run INPUT --output OUT [--transforms T.h5] [--method xcorr|learned]
+                    [--refine none|affine|elastic] [--model M.keras] [--prealign xcorr|none]
+                    [--drift-sigma S] [--overwrite]
+    emkit align train RECIPE [--set key=value ...] [--quick] [--output DIR] [--resume]
     emkit align misalign INPUT --output OUT --transforms TRUE.h5 [--seed N]
                     [--labels L --labels-output LO] [--drift-px ...]
     emkit align apply INPUT --transforms T.h5 --output OUT [--order 0|1]
@@ -25,6 +27,9 @@ examples:
       --transforms true.h5 --seed 0 --labels emkit:isbi2012/train-labels \\
       --labels-output mis.h5:labels
   emkit align run mis.h5:raw --output aligned.h5:raw --transforms est.h5 --refine affine
+  emkit align train align_learned_flow           # same as: emkit recipe run align_learned_flow
+  emkit align run mis.h5:raw --output aligned.h5:raw --method learned \
+      --model runs/align_learned_flow-<time>/model.keras --prealign xcorr
   emkit align apply mis.h5:labels --transforms est.h5 --output aligned.h5:labels --order 0
   emkit align score est.h5 --truth true.h5
   emkit align score aligned.h5:raw
@@ -34,26 +39,35 @@ examples:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "align", help="align EM sections; misalign a stack with known transforms; score",
-        description="Align the sections of a stack (run), make a misalignment benchmark "
-                    "(misalign), warp a volume with saved transforms (apply), and score an "
-                    "alignment (score).", epilog=EPILOG,
+        description="Align the sections of a stack (run), train a learned aligner (train), "
+                    "make a misalignment benchmark (misalign), warp a volume with saved "
+                    "transforms (apply), and score an alignment (score).", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="align_command", metavar="ACTION", required=True)
 
     run_p = sub.add_parser(
-        "run", help="align a stack by cross-correlation of neighbouring sections",
-        description="Register each section to its predecessor by cross-correlation (coarse "
-                    "then sub-pixel), optionally refine by block matching (affine with RANSAC, "
-                    "or elastic), chain, remove the slow drift, and write the aligned stack.")
+        "run", help="align a stack (cross-correlation, or a trained learned aligner)",
+        description="--method xcorr: register each section to its predecessor by "
+                    "cross-correlation (coarse then sub-pixel), optionally refine by block "
+                    "matching (affine with RANSAC, or elastic). --method learned: a trained "
+                    "pair model (emkit align train) registers each section to the aligned "
+                    "previous one, after a cross-correlation translation (--prealign xcorr). "
+                    "Then: chain, remove the slow drift, and write the aligned stack.")
     run_p.add_argument("input", metavar="INPUT", help="the (z, y, x) stack to align")
     run_p.add_argument("--output", "-o", required=True, metavar="OUT",
                        help="the aligned stack (same shape; 0 where no data)")
     run_p.add_argument("--transforms", metavar="T.h5", help="also save the transforms (.h5/.npz)")
-    run_p.add_argument("--method", choices=("xcorr",), default="xcorr",
+    run_p.add_argument("--method", choices=("xcorr", "learned"), default="xcorr",
                        help="alignment method (default: xcorr)")
     run_p.add_argument("--refine", choices=("none", "affine", "elastic"), default="none",
-                       help="after translation: block-matched affine (RANSAC) or elastic field")
+                       help="xcorr: after translation, block-matched affine (RANSAC) or "
+                            "elastic field")
+    run_p.add_argument("--model", metavar="M.keras",
+                       help="learned: the trained align model (runs/align_learned_*/model.keras)")
+    run_p.add_argument("--prealign", choices=("xcorr", "none"), default="xcorr",
+                       help="learned: a cross-correlation translation first, the network "
+                            "corrects the rest (default xcorr; large slips exceed its reach)")
     run_p.add_argument("--drift-sigma", type=float, default=10.0, metavar="S",
                        help="remove the trend over z of width S sections (0: keep the whole "
                             "chain; default 10)")
@@ -63,6 +77,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="block edge for --refine (default: a quarter of the section)")
     run_p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run_p.set_defaults(func=run_align)
+
+    train = sub.add_parser(
+        "train", help="train a learned aligner from a task: align recipe",
+        description="Train the pair network of an align recipe (align_learned_affine, "
+                    "align_learned_flow, or a .yaml with task: align) on neighbouring "
+                    "sections of its training stack, with checkpoints, resume and MLflow "
+                    "tracking. The same as `emkit recipe run RECIPE`.")
+    train.add_argument("recipe", metavar="RECIPE", help="a shipped align recipe or a .yaml path")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a key, e.g. train.max_steps=100")
+    train.add_argument("--quick", action="store_true", help="a budget of about 2 minutes")
+    train.add_argument("--root", help="data root (sets data.root)")
+    train.add_argument("--output", help="the run folder (default runs/<recipe>-<time>); a "
+                                        "folder with an unfinished run is resumed")
+    train.add_argument("--resume", action="store_true", help="train a finished --output run further")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run's folder")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
+    train.set_defaults(func=run_train)
 
     mis = sub.add_parser(
         "misalign", help="misalign a well-aligned stack; save the true transforms",
@@ -130,7 +162,7 @@ def _read_stack(spec, role="INPUT"):
 def _check_outputs(specs, transforms, overwrite):
     from pathlib import Path
 
-    from emkit.align.transforms import file_format
+    from emkit.align.io import file_format
     from emkit.cli.segment import check_writable
     from emkit.errors import OverwriteError
 
@@ -146,23 +178,79 @@ def _check_outputs(specs, transforms, overwrite):
 def run_align(args) -> int:
     from emkit.align import align_xcorr, apply_transforms, save_transforms
 
+    if args.method == "learned" and not args.model:
+        raise InputError("--method learned needs --model M.keras (train one with "
+                         "`emkit align train align_learned_flow`)")
+    if args.method == "xcorr" and args.model:
+        raise InputError("--model is used only with --method learned")
     _check_outputs([args.output], args.transforms, args.overwrite)
     raw, voxel_size = _read_stack(args.input)
-    start = time.perf_counter()
-    transforms = align_xcorr(raw, refine=args.refine, drift_sigma=args.drift_sigma or None,
-                             upsample_factor=args.upsample, block_size=args.block_size,
-                             progress=True)
+    if args.method == "learned":
+        from emkit.align.learned import align_learned, load_align_model
+
+        model = load_align_model(args.model)
+        start = time.perf_counter()
+        transforms = align_learned(raw, model, prealign=args.prealign,
+                                   drift_sigma=args.drift_sigma or None, progress=True)
+    else:
+        start = time.perf_counter()
+        transforms = align_xcorr(raw, refine=args.refine, drift_sigma=args.drift_sigma or None,
+                                 upsample_factor=args.upsample, block_size=args.block_size,
+                                 progress=True)
     seconds = time.perf_counter() - start
     aligned = apply_transforms(raw, transforms, order=1)
     _write(args.output, aligned, voxel_size, args.overwrite)
     if args.transforms:
         save_transforms(args.transforms, transforms, overwrite=args.overwrite, attrs={
             "method": args.method, "refine": args.refine, "drift_sigma": args.drift_sigma,
+            "model": args.model, "prealign": args.prealign if args.model else None,
             "input": str(args.input), "input_shape": raw.shape[1:],
             "output_shape": aligned.shape[1:]})
         print(f"wrote {args.transforms}", file=sys.stderr)
     print(f"aligned {len(raw)} sections in {seconds:.1f} s "
           f"({seconds / max(len(raw), 1):.2f} s per section)", file=sys.stderr)
+    return 0
+
+
+def run_train(args) -> int:
+    from emkit.align.learned import train_aligner
+    from emkit.recipes import load_recipe
+
+    overrides = list(args.overrides)
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    recipe = load_recipe(args.recipe, overrides, quick=args.quick)
+    if getattr(recipe, "task", None) != "align":
+        raise InputError(f"recipe {args.recipe!r} is a segmentation recipe; `emkit align train` "
+                         "takes a recipe with task: align (align_learned_affine, "
+                         "align_learned_flow); run it with `emkit recipe run`")
+    output = args.output
+    if args.resume and output is None:
+        from emkit.cli.recipe import latest_unfinished
+        from emkit.errors import MissingDataError
+
+        output = latest_unfinished(recipe.run.output_root, recipe.name)
+        if output is None:
+            raise MissingDataError(f"--resume: no unfinished run of {recipe.name} under "
+                                   f"{recipe.run.output_root}/")
+    result = train_aligner(recipe, output=output, resume=args.resume, overwrite=args.overwrite,
+                           verbose=2)
+    return report_training(recipe, result)
+
+
+def report_training(recipe, result) -> int:
+    """Prints what an align training run produced (shared with `emkit recipe run`)."""
+    from emkit.tracking import tracking_uri
+
+    print(f"\nrecipe      {recipe.name}{' (resumed)' if result.resumed else ''}")
+    print(f"mlflow run  {result.run_id}  ({tracking_uri(recipe.tracking.uri)}, experiment "
+          f"{recipe.tracking.experiment}; `emkit ui` to browse)")
+    print(f"steps       {result.steps}  ({result.stopped})")
+    print(f"outputs     {result.output_dir}/  (model.keras for `emkit align run --method "
+          "learned --model`, overlay.png, checkpoints/)")
+    print("validation  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     return 0
 
 

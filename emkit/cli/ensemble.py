@@ -143,7 +143,7 @@ def _fit(ensemble, args):
     from emkit.recipes.stages import prepare_data
 
     overrides = [*args.overrides, *([f"data.root={args.root}"] if args.root else [])]
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, segmentation_only=True)
     data = prepare_data(recipe)
     names = [f"'{p}'" for p in ensemble.paths]
     fit = fit_validation_weights(load_members(ensemble), recipe, data, names=names)
@@ -216,7 +216,7 @@ def run_train(args) -> int:
     result = train_ensemble(args.recipe, members=args.members, overrides=overrides,
                             quick=args.quick, output=args.output, overwrite=args.overwrite,
                             verbose=2)
-    recipe = load_recipe(args.recipe, overrides, quick=args.quick)
+    recipe = load_recipe(args.recipe, overrides, quick=args.quick, segmentation_only=True)
     skipped = [k for k, t in enumerate(result.trained) if not t]
     note = f" (already trained: {', '.join(map(str, skipped))})" if skipped else ""
     print(f"\nensemble    {recipe.name} x {args.members} members{note}")

@@ -99,6 +99,12 @@ def run_run(args) -> int:
             raise MissingDataError(
                 f"--resume: no unfinished run of {recipe.name} under {recipe.run.output_root}/"
             )
+    if getattr(recipe, "task", None) == "align":  # emkit.align.recipe
+        from emkit.align.learned import train_aligner
+        from emkit.cli.align import report_training
+
+        return report_training(recipe, train_aligner(recipe, output=output, resume=args.resume,
+                                                     overwrite=args.overwrite, verbose=2))
     result = run_recipe(recipe, output=output, resume=args.resume, overwrite=args.overwrite,
                         verbose=2)
     m = result.metrics

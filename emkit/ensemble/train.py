@@ -175,7 +175,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise InputError(f"members: expected an int >= 1, got {members!r}")
     overrides = list(overrides)
-    base = load_recipe(recipe, overrides, quick=quick)
+    base = load_recipe(recipe, overrides, quick=quick, segmentation_only=True)
     folder = ensemble_folder(base, members, output)
     record = _claim(folder, base, members, overwrite=overwrite)
     continued = record is not None

@@ -13,6 +13,8 @@ affinities (nearest-neighbour z, y, x first, then long-range).
   sizes, from a spec or from a built model.
 - :mod:`~emkit.models.dense`: the dense form of the pooled patch classifiers.
 - :mod:`~emkit.models.spatial_transformer`: a spatial transformer layer.
+- :mod:`~emkit.models.aligned`: a learned aligner in front of a 3D network
+  (``model.align``, the thesis's end-to-end setting).
 
 The spec, registry and shapes modules import no Keras; the names that need
 Keras are imported from here on first use.
@@ -58,6 +60,8 @@ _LAZY = {
     "with_input_shape": "emkit.models.dense",
     "DilatedMaxPooling": "emkit.models.layers",
     "SpatialTransformer": "emkit.models.spatial_transformer",
+    "SectionAligner": "emkit.models.aligned",
+    "build_aligned": "emkit.models.aligned",
     "bilinear_sample": "emkit.models.spatial_transformer",
     "load_model": "emkit.models.saving",
 }
@@ -77,9 +81,11 @@ __all__ = [
     "Geometry",
     "LayerSpec",
     "RSUNetSpec",
+    "SectionAligner",
     "SpatialTransformer",
     "UNetSpec",
     "bilinear_sample",
+    "build_aligned",
     "build_convnet",
     "build_model",
     "build_rsunet",

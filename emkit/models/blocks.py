@@ -78,12 +78,14 @@ def apply_head(x, out_channels: int, *, kernel=1, padding: str = "valid", name: 
     """The output convolution and a sigmoid.
 
     The sigmoid layer is named by role: ``boundaries`` for one channel,
-    ``affinities`` for more.
+    ``affinities`` for more. It computes in float32 whatever the dtype policy, so a
+    mixed-precision model (:func:`emkit.devices.precision`) still outputs float32
+    probabilities to its loss and to inference.
     """
     ndim = len(x.shape) - 2
     x = conv_class(ndim)(out_channels, kernel, padding=padding, name=name)(x)
     role = "boundaries" if out_channels == 1 else "affinities"
-    return layers.Activation("sigmoid", name=role)(x)
+    return layers.Activation("sigmoid", name=role, dtype="float32")(x)
 
 
 __all__ = ["apply_conv_block", "apply_head"]

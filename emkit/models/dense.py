@@ -189,9 +189,9 @@ def _dense_layer(layer, dilation: tuple[int, ...]):
         if ndim == 1:
             config["cropping"] = config["cropping"][0]
         return _copy(layer, config), dilation
-    if type(layer).__name__ == "SpatialTransformer":
+    if type(layer).__name__ in ("SpatialTransformer", "SectionAligner"):
         raise InputError(
-            f"dense_model: layer {layer.name!r} (SpatialTransformer) has no dense form"
+            f"dense_model: layer {layer.name!r} ({type(layer).__name__}) has no dense form"
         )
     return _copy(layer, config), dilation
 

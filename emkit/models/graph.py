@@ -50,7 +50,7 @@ _PASS_THROUGH = {
     "Rescaling",
 }
 _MERGES = {"Add", "Concatenate", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
-_GLOBAL = {"SpatialTransformer"}
+_GLOBAL = {"SpatialTransformer", "SectionAligner"}
 _KNOWN = (
     _PASS_THROUGH
     | _MERGES

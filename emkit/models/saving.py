@@ -2,7 +2,8 @@
 
 Saving is Keras's own ``model.save(path)``; loading goes through here so that
 the custom layers (:class:`~emkit.models.layers.DilatedMaxPooling`,
-:class:`~emkit.models.spatial_transformer.SpatialTransformer`) are registered
+:class:`~emkit.models.spatial_transformer.SpatialTransformer`,
+:class:`~emkit.models.aligned.SectionAligner`) are registered
 before Keras reads the file.
 """
 
@@ -13,6 +14,7 @@ import os
 import keras
 
 from emkit.errors import InputError, MissingDataError
+from emkit.models.aligned import SectionAligner
 from emkit.models.layers import DilatedMaxPooling
 from emkit.models.spatial_transformer import SpatialTransformer
 
@@ -20,6 +22,7 @@ from emkit.models.spatial_transformer import SpatialTransformer
 CUSTOM_OBJECTS = {
     "emkit>DilatedMaxPooling": DilatedMaxPooling,
     "emkit>SpatialTransformer": SpatialTransformer,
+    "emkit>SectionAligner": SectionAligner,
 }
 
 

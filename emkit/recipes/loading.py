@@ -79,18 +79,29 @@ def read_recipe_data(name_or_path) -> dict:
     return data
 
 
-def load_recipe(name_or_path, overrides: Iterable[str] = (), *, quick: bool = False) -> Recipe:
+def load_recipe(name_or_path, overrides: Iterable[str] = (), *, quick: bool = False,
+                segmentation_only: bool = False) -> Recipe:
     """A resolved, checked recipe.
 
     Args:
         name_or_path: a shipped recipe's name (``emkit recipe list``) or a YAML path.
         overrides: ``key=value`` strings, applied after ``--quick``'s.
         quick: apply :data:`QUICK_OVERRIDES` first.
+        segmentation_only: refuse an align recipe (``task: align``, which trains an
+            aligner): for the commands that tune, ensemble or evaluate segmentations.
 
     Raises:
         InputError: unknown keys, wrong types, values not allowed; the message names the key.
     """
     data = read_recipe_data(name_or_path)
+    if data.get("task") == "align" and segmentation_only:
+        raise InputError(
+            f"recipe {str(name_or_path)!r} trains an aligner (task: align); this command takes a "
+            "segmentation recipe. Train it with `emkit recipe run` or `emkit align train`")
+    if data.get("task") == "align":  # a learned-aligner recipe: emkit.align.recipe
+        from emkit.align.recipe import load_align_recipe
+
+        return load_align_recipe(data, overrides, quick=quick)
     data = apply_overrides(data, [*(QUICK_OVERRIDES if quick else ()), *overrides])
     recipe = recipe_from_dict(data)
     check_recipe(recipe)
@@ -105,12 +116,14 @@ def check_recipe(recipe: Recipe) -> None:
     from emkit.augment import build_augmentations
     from emkit.datasets import get_info
     from emkit.models import get_spec
+    from emkit.models.spec import align_spec_from_dict, check_alignable
 
     get_info(recipe.data.name)
     try:
         spec = get_spec(recipe.model.architecture, **model_overrides(recipe))
     except (TypeError, ValueError) as exc:
         raise InputError(f"model.overrides: {exc}") from None
+    check_alignable(spec, align_spec_from_dict(recipe.model.align, key="model.align"))
     try:
         build_augmentations(recipe.sampler.augment)
     except InputError as exc:

@@ -72,10 +72,15 @@ class ModelConfig:
     Attributes:
         architecture: a key of ``emkit.models.ARCHITECTURES``.
         overrides: spec keys, e.g. ``{width_factor: 0.5, input_shape: [95, 95]}``.
+        align: a learned aligner in front of a 3D network, trained jointly (the thesis's
+            end-to-end setting), e.g. ``{transform: affine, filters: 8, depth: 3,
+            reference: center, ncc_weight: 0.1}`` (see ``emkit.models.spec.AlignSpec``);
+            null: none.
     """
 
     architecture: str = "n4"
     overrides: dict = field(default_factory=dict)
+    align: dict | None = None
 
 
 @dataclass
@@ -123,6 +128,12 @@ class TrainConfig:
         visualize_every: plot feature maps of a fixed sample every N steps (0: never).
         best_metric: the validation metric that picks ``best.keras``.
         best_mode: ``"max"`` or ``"min"``: whether larger ``best_metric`` is better.
+        mixed_precision: ``"none"`` (float32), ``"bfloat16"`` or ``"float16"`` (with
+            dynamic loss scaling): the Keras dtype policy the model is built with; outputs,
+            losses and weights stay float32 (see :mod:`emkit.devices`).
+        devices: ``"auto"`` (every GPU, data parallel when there are several), ``"cpu"``,
+            or a number of devices; ``sampler.batch_size`` is the global batch, split
+            evenly over them.
     """
 
     optimizer: str = "adam"
@@ -138,6 +149,8 @@ class TrainConfig:
     visualize_every: int = 1000
     best_metric: str = "rand_error"
     best_mode: str = "max"
+    mixed_precision: str = "none"
+    devices: int | str = "auto"
 
 
 @dataclass
@@ -259,6 +272,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sampler.target": ("boundaries", "affinities"),
     "train.optimizer": ("adam", "sgd"),
     "train.best_mode": ("max", "min"),
+    "train.mixed_precision": ("none", "float16", "bfloat16"),
     "inference.blend": ("bump", "gaussian", "valid"),
     "postprocess.method": ("watershed_2d", "affinity_watershed"),
 }
@@ -334,6 +348,10 @@ def check_choices(recipe: Recipe) -> None:
     for key in ("validate_every", "histogram_every", "visualize_every"):
         if getattr(train, key) < 0:
             raise InputError(f"train.{key}: expected an int >= 0, got {getattr(train, key)}")
+    if not (train.devices in ("auto", "cpu") or (isinstance(train.devices, int)
+                                                  and train.devices >= 1)):
+        raise InputError(f"train.devices: got {train.devices!r}; allowed: auto, cpu, "
+                         "or a number of devices >= 1")
     if train.max_minutes is not None and train.max_minutes <= 0:
         raise InputError(f"train.max_minutes: expected a positive number, got {train.max_minutes}")
     if recipe.sampler.batch_size < 1:

@@ -97,8 +97,33 @@ def _limit(validation, n, labelled):
 # --------------------------------------------------------------------------- model, sampler
 
 
-def build_network(recipe: Recipe):
-    """The recipe's model, built with the run's seed, and compiled."""
+def device_plan(recipe: Recipe):
+    """The :class:`~emkit.devices.DevicePlan` of ``train.devices``, ``train.mixed_precision``
+    and the global ``sampler.batch_size``."""
+    from emkit.devices import plan_devices
+
+    return plan_devices(recipe.train.devices, batch_size=recipe.sampler.batch_size,
+                        mixed_precision=recipe.train.mixed_precision)
+
+
+def build_network(recipe: Recipe, plan=None):
+    """The recipe's model, built with the run's seed, and compiled.
+
+    The model is built under ``plan``'s dtype policy (``train.mixed_precision``) and in
+    its model scope, so that its variables live on the devices that train it.
+
+    Args:
+        recipe: the recipe.
+        plan: a :class:`~emkit.devices.DevicePlan`; None: :func:`device_plan` of the recipe.
+    """
+    from emkit.devices import precision
+
+    plan = plan if plan is not None else device_plan(recipe)
+    with precision(plan.mixed_precision), plan.model_scope():
+        return _build_and_compile(recipe)
+
+
+def _build_and_compile(recipe: Recipe):
     import keras
 
     from emkit.models import build_model, get_spec
@@ -107,6 +132,13 @@ def build_network(recipe: Recipe):
     keras.utils.set_random_seed(recipe.run.seed)
     spec = get_spec(recipe.model.architecture, **model_overrides(recipe))
     model = build_model(spec)
+    if recipe.model.align is not None:  # the end-to-end setting: a learned aligner in front
+        from emkit.models.aligned import build_aligned
+        from emkit.models.spec import align_spec_from_dict, check_alignable
+
+        align = align_spec_from_dict(recipe.model.align, key="model.align")
+        check_alignable(spec, align)
+        model = build_aligned(model, align)
     t = recipe.train
     return compile_model(model, optimizer=t.optimizer, learning_rate=t.learning_rate,
                          momentum=t.momentum)
@@ -298,6 +330,7 @@ __all__ = [
     "ValidationResult",
     "build_network",
     "build_sampler",
+    "device_plan",
     "fixed_input",
     "prepare_data",
     "preprocess",

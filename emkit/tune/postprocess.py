@@ -652,7 +652,8 @@ def tune_run(source, *, recipe=None, overrides=(), n_trials: int, metric: str | 
         raise MissingDataError(
             f"'{path}' does not exist; expected a run folder (emkit recipe run) or a .keras model"
         )
-    loaded = load_recipe(recipe if recipe is not None else path / "recipe.yaml", overrides)
+    loaded = load_recipe(recipe if recipe is not None else path / "recipe.yaml", overrides,
+                         segmentation_only=True)
     study_name = study_name or f"watershed-{name}{'-pareto' if pareto else ''}"
     folder = Path(output) if output is not None else path / "tuning" / study_name
     storage = storage_url(storage)

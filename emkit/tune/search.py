@@ -265,7 +265,7 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
     base_overrides = [*overrides, *([f"tracking.uri={tracking_uri}"] if tracking_uri else [])]
     from emkit.recipes import load_recipe
 
-    base = load_recipe(recipe, base_overrides, quick=quick)
+    base = load_recipe(recipe, base_overrides, quick=quick, segmentation_only=True)
     params = read_space(space)
     check_space(params, recipe, base_overrides, quick=quick, source=str(space))
     metric, direction = metric_direction(base, metric)

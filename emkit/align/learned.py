@@ -1,0 +1,434 @@
+"""The learned aligner: training pairs, training, and aligning a stack with a pair model.
+
+Training pairs (:class:`PairSampler`): a random crop of a section of a well-aligned
+training stack is the reference; the same crop of a neighbouring section (z - 1 or
+z + 1), moved by one random motion of :func:`emkit.align.generator.draw_motions`
+(translation, rotation, elastic distortion), is the moving image. The motion's
+transform is the truth: reference pixel ``p`` sits at ``T(p)`` in the moving crop. The
+neighbour's own content differs from the reference, as in real stacks, so the network
+learns to align different sections, not to undo a warp of one image.
+
+Aligning (:func:`align_learned`): as :func:`~emkit.align.xcorr.align_xcorr`, section
+``z`` is registered to section ``z - 1``, but to its already ALIGNED image: the moving
+image is ``raw[z]`` warped by the initial guess ``T_init = P_xcorr after T_{z-1}``
+(``P_xcorr`` the cross-correlation translation with ``prealign="xcorr"``, else the
+identity), the network predicts the residual ``P`` on the aligned grid, and ``T_z =
+T_init after P``. Then the slow trend is removed (:func:`~emkit.align.xcorr.remove_drift`).
+
+Why ``prealign="xcorr"``: a small localization net reaches a few pixels (the flow net's
+receptive field is about 2^(depth+1) pixels; the affine net is trained on the motions
+of its recipe), while slips in real stacks reach tens of pixels. Cross-correlation
+finds large translations cheaply and exactly; the network then corrects what a
+translation cannot (rotation, scale, local distortion). Without it the network must
+have been trained on slips as large as those of the stack.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from emkit.align.generator import motions_to_transforms
+from emkit.align.learned_model import (
+    CUSTOM_OBJECTS,
+    NCCLoss,
+    build_pair_aligner,
+    compile_pair_aligner,
+    coordinate_error,
+    standardize,
+    transform_kind,
+)
+from emkit.align.transforms import (
+    Transforms,
+    affine_from_normalized,
+    apply_transforms,
+    compose,
+    concatenate,
+    from_translations,
+    identity_transforms,
+    invert,
+    sampling_grid,
+    valid_mask,
+)
+from emkit.errors import InputError
+
+PREALIGN = ("none", "xcorr")
+
+
+def draw_pair(stack, rng, *, crop: int, motions: dict):
+    """One training pair from a well-aligned ``stack`` (Z, Y, X).
+
+    Returns:
+        ``(moving, reference, coords)``: float32 crops (crop, crop), standardized, and
+        the true sampling coordinates (crop, crop, 2) of ``moving`` for each reference pixel.
+    """
+    from emkit.align.generator import draw_motions
+
+    z = int(rng.integers(len(stack)))
+    neighbours = [n for n in (z - 1, z + 1) if 0 <= n < len(stack)]
+    n = int(rng.choice(neighbours))
+    drawn = draw_motions(1, seed=int(rng.integers(2**31)), drift_px=0.0,
+                         jitter_px=motions["jitter_px"], slip_p=0.0,
+                         rotation_deg=motions["rotation_deg"], elastic_px=motions["elastic_px"],
+                         elastic_grid=motions["elastic_grid"])
+    # One section: the mean over z was removed, so draw the translation here.
+    shift = rng.normal(0.0, motions["jitter_px"], 2)
+    if rng.random() < motions["slip_p"]:
+        shift += rng.uniform(-motions["slip_px"], motions["slip_px"], 2)
+    drawn["translations"] = shift[None]
+    truth = motions_to_transforms(drawn, (crop, crop))
+    radius = np.hypot(crop, crop) / 2
+    bound = (np.abs(shift).max() + np.deg2rad(abs(drawn["angles_deg"][0])) * radius
+             + (0 if drawn["elastic"] is None else np.abs(drawn["elastic"]).max()))
+    margin = int(np.ceil(bound)) + 2
+    height, width = stack.shape[1:]
+    if min(height, width) < crop + 2 * margin:
+        raise InputError(f"sections of {(height, width)} are too small for crops of {crop} "
+                         f"with a {margin}-pixel motion margin; lower data.crop or the motions")
+    y0 = int(rng.integers(margin, height - crop - margin + 1))
+    x0 = int(rng.integers(margin, width - crop - margin + 1))
+    reference = stack[z, y0:y0 + crop, x0:x0 + crop]
+    big = stack[n, y0 - margin:y0 + crop + margin, x0 - margin:x0 + crop + margin]
+    sample = compose(from_translations([[margin, margin]]), invert(truth))
+    moving = apply_transforms(big[None].astype(np.float32), sample, order=1,
+                              output_shape=(crop, crop))[0]
+    coords = np.moveaxis(sampling_grid(truth, 0, (crop, crop)), 0, -1).astype(np.float32)
+    return standardize(moving), standardize(reference), coords
+
+
+class PairSampler(keras.utils.PyDataset):
+    """Batches of training pairs (:func:`draw_pair`), seeded by (seed, epoch, index).
+
+    Args:
+        stack: ndarray of shape (Z, Y, X), the well-aligned training sections.
+        crop: crop edge in pixels.
+        motions: ``jitter_px, slip_p, slip_px, rotation_deg, elastic_px, elastic_grid``.
+        batch_size: pairs per batch.
+        steps_per_epoch: batches per epoch (``len``).
+        seed: the seed; the same (seed, epoch, index) gives the same batch.
+        epoch: the first epoch (a resumed run draws new pairs).
+    """
+
+    def __init__(self, stack, *, crop: int, motions: dict, batch_size: int = 8,
+                 steps_per_epoch: int = 50, seed: int = 0, epoch: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.stack = np.asarray(stack)
+        if self.stack.ndim != 3 or len(self.stack) < 2:
+            raise InputError(f"training stack: expected (z, y, x) with z >= 2, got {self.stack.shape}")
+        self.crop, self.motions = int(crop), dict(motions)
+        self.batch_size, self.steps = int(batch_size), int(steps_per_epoch)
+        self.seed, self.epoch = int(seed), int(epoch)
+
+    def __len__(self):
+        return self.steps
+
+    def batch(self, rng, size):
+        pairs = [draw_pair(self.stack, rng, crop=self.crop, motions=self.motions)
+                 for _ in range(size)]
+        moving, reference, coords = (np.stack(p)[..., None] if k < 2 else np.stack(p)
+                                     for k, p in enumerate(zip(*pairs)))
+        return ({"moving": moving, "reference": reference},
+                {"warped": reference, "transform": coords})
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        return self.batch(rng, self.batch_size)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+def overlay_pair(moving, reference, warped) -> np.ndarray:
+    """An RGB uint8 image: reference in green, moving (left) / warped (right) in magenta.
+
+    Aligned structures turn grey; misaligned ones show green and magenta fringes.
+    """
+    def unit(x):
+        x = np.asarray(x, np.float32)
+        lo, hi = np.percentile(x, (1, 99))
+        return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+
+    ref = unit(reference)
+    panels = []
+    for image in (moving, warped):
+        img = unit(image)
+        panels.append(np.stack([img, ref, img], -1))
+    gap = np.ones((ref.shape[0], 4, 3), np.float32)
+    return (np.concatenate([panels[0], gap, panels[1]], 1) * 255).astype(np.uint8)
+
+
+def validation_function(stack, *, crop, motions, pairs, seed, kind, ncc_kind="global",
+                        window=9):
+    """``validate(model) -> (metrics, images)`` on fixed pairs: coordinate error and NCC."""
+    sampler = PairSampler(stack, crop=crop, motions=motions, batch_size=pairs, seed=seed)
+    x, y = sampler.batch(np.random.default_rng((seed, 10**6)), pairs)
+
+    def validate(model):
+        # Not model.evaluate: inside fit it would reset the training metrics.
+        out = {k: [] for k in ("warped", "transform")}
+        for i in range(0, pairs, 8):
+            batch = model({k: v[i:i + 8] for k, v in x.items()}, training=False)
+            for k, parts in out.items():
+                parts.append(keras.ops.convert_to_numpy(batch[k]))
+        warped, transform = (np.concatenate(out[k]) for k in ("warped", "transform"))
+        error = coordinate_error(y["transform"], transform, kind)
+        ncc = NCCLoss(ncc_kind, window)(y["warped"], warped)
+        return ({"coord_error_px": float(np.mean(keras.ops.convert_to_numpy(error))),
+                 "ncc_loss": float(keras.ops.convert_to_numpy(ncc))},
+                {"overlay": overlay_pair(x["moving"][0, ..., 0], x["reference"][0, ..., 0],
+                                         warped[0, ..., 0])})
+
+    return validate
+
+
+def load_training_stack(recipe):
+    """The recipe's training sections (Z, Y, X) float32, pre-aligned if asked, and checksums."""
+    from emkit.datasets import load_dataset
+
+    data = load_dataset(recipe.data.name, root=recipe.data.root)
+    start, stop = recipe.data.sections
+    depth = data.raw.shape[0]
+    if stop > depth:
+        raise InputError(f"data.sections: [{start}, {stop}) exceeds the {depth} sections of "
+                         f"{recipe.data.name}")
+    stack = np.asarray(data.raw[start:stop], np.float32)
+    if recipe.data.prealign == "xcorr":
+        from emkit.align.xcorr import align_xcorr
+
+        transforms = align_xcorr(stack, progress=True)
+        stack = apply_transforms(stack, transforms)
+        # Crop the border that some section does not cover.
+        valid = valid_mask(transforms, stack.shape[1:]).all(0)
+        rows, cols = np.flatnonzero(valid.all(1)), np.flatnonzero(valid.all(0))
+        if len(rows) and len(cols):
+            stack = stack[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return stack, getattr(data, "checksums", {}) or {}
+
+
+@dataclass
+class AlignRunResult:
+    """What :func:`train_aligner` produced: tracking run, folder, model, steps, metrics."""
+
+    run_id: str
+    output_dir: Path
+    model_path: Path
+    steps: int
+    metrics: dict
+    stopped: str = ""
+    resumed: bool = False
+
+
+def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool = False,
+                  tracker=None, verbose: int = 0) -> AlignRunResult:
+    """Trains an align recipe (:mod:`emkit.align.recipe`) with checkpoints and tracking.
+
+    The run folder is laid out as a segmentation run's (``checkpoints/last.keras``,
+    ``best.keras``, ``state.json``, ``recipe.yaml``, ``model.keras``, ``overlay.png``); a
+    folder with an unfinished ``state.json`` resumes from ``last.keras`` into the same
+    tracking run. Params, the loss curve (``train_loss``, every ``train.log_every``
+    steps), the validation coordinate error and NCC loss, and an overlay image are logged.
+    """
+    from emkit.align.recipe import align_recipe_to_dict
+    from emkit.pipeline import _claim_folder, git_commit, run_folder
+    from emkit.recipes import flatten
+    from emkit.recipes.loading import yaml
+    from emkit.tracking import MlflowTracker, ends_run_on_error
+    from emkit.training import (
+        Budget,
+        Checkpoints,
+        Clock,
+        LossLogger,
+        TrainState,
+        Validation,
+        fit_steps,
+        global_step,
+        make_optimizer,
+        write_state,
+    )
+
+    folder = run_folder(recipe, output)
+    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
+    resumed = state is not None
+    if resumed:
+        state.finished = False
+    checkpoints_dir = folder / "checkpoints"
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker or MlflowTracker(recipe.tracking.uri)
+    run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
+                           run_id=state.run_id if resumed else None)
+    recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
+    recipe_file.write_text(yaml.safe_dump(align_recipe_to_dict(recipe), sort_keys=False,
+                                          default_flow_style=None))
+    tracker.log_artifact(recipe_file)
+    with ends_run_on_error(tracker):
+        stack, checksums = load_training_stack(recipe)
+        if not resumed:
+            state = TrainState(run_id=run_id, recipe=recipe.name)
+            write_state(checkpoints_dir, state)
+            tracker.log_params(flatten(align_recipe_to_dict(recipe)))
+            tracker.set_tags({"emkit.recipe": recipe.name, "emkit.task": "align",
+                              "emkit.output_dir": str(folder.resolve()), "git_commit": git_commit(),
+                              **{f"data.{k}": v for k, v in checksums.items()}})
+        t, m = recipe.train, recipe.model
+        keras.utils.set_random_seed(recipe.run.seed)
+        last = checkpoints_dir / "last.keras"
+        if resumed and last.exists():
+            model = keras.saving.load_model(last, custom_objects=CUSTOM_OBJECTS, compile=True)
+        else:
+            model = build_pair_aligner(m.transform, filters=m.filters, depth=m.depth,
+                                       kernel_size=m.kernel_size)
+            compile_pair_aligner(model, mode=recipe.loss.mode, ncc=recipe.loss.ncc,
+                                 window=recipe.loss.window,
+                                 smoothness_weight=recipe.loss.smoothness,
+                                 optimizer=make_optimizer(t.optimizer, t.learning_rate))
+        motions = dataclass_dict(recipe.motions)
+        sampler = PairSampler(stack, crop=recipe.data.crop, motions=motions,
+                              batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,
+                              seed=recipe.run.seed, epoch=state.epoch)
+        validate = validation_function(stack, crop=recipe.data.crop, motions=motions,
+                                       pairs=t.validation_pairs, seed=recipe.run.seed + 1,
+                                       kind=m.transform, ncc_kind=recipe.loss.ncc,
+                                       window=recipe.loss.window)
+        clock = Clock(state.elapsed_minutes)
+        checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
+                                  best_metric="coord_error_px", best_mode="min")
+        budget = Budget(t.max_steps, t.max_minutes, clock)
+        validation = Validation(validate, tracker, t.validate_every, checkpoints)
+        fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
+                  initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose,
+                  callbacks=[budget, LossLogger(tracker, t.log_every, clock), checkpoints,
+                             validation])
+        checkpoints.set_model(model)
+        checkpoints.save()
+        step = global_step(model)
+        validation.set_model(model)
+        metrics = validation.run(step)
+        model_path = folder / "model.keras"
+        tmp = folder / ".tmp-model.keras"
+        model.save(tmp)
+        tmp.replace(model_path)
+        _, images = validate(model)
+        overlay_path = folder / "overlay.png"
+        _write_png(overlay_path, images["overlay"])
+        for path in (model_path, overlay_path, checkpoints_dir):
+            tracker.log_artifact(path, None if path.is_file() else path.name)
+        state.finished = True
+        write_state(checkpoints_dir, state)
+        tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
+        tracker.finish("FINISHED")
+    return AlignRunResult(run_id, folder, model_path, step, metrics,
+                          stopped=budget.reason or "", resumed=resumed)
+
+
+def dataclass_dict(config) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _write_png(path, image):
+    from PIL import Image
+
+    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
+    Image.fromarray(image).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------- aligning
+
+
+def load_align_model(path) -> keras.Model:
+    """A pair model (``.keras``) saved by :func:`train_aligner`; InputError if it is not one."""
+    from emkit.models.saving import load_model
+
+    with keras.saving.custom_object_scope(CUSTOM_OBJECTS):
+        model = load_model(path, compile=False)
+    transform_kind(model)  # raises InputError for a model that is not an aligner
+    return model
+
+
+def transform_to_transforms(transform, kind: str, shape) -> Transforms:
+    """The network's output for one pair as :class:`~emkit.align.transforms.Transforms`.
+
+    Args:
+        transform: ``theta`` (1, 2, 3) or (2, 3), or the flow (1, Y, X, 2) or (Y, X, 2).
+        kind: ``"affine"`` or ``"flow"``.
+        shape: (Y, X) of the images.
+    """
+    transform = np.asarray(transform, np.float64)
+    if kind == "affine":
+        return affine_from_normalized(transform.reshape(-1, 2, 3), shape)
+    flow = transform.reshape(-1, *transform.shape[-3:])
+    if flow.shape[1:3] != tuple(shape):
+        raise InputError(f"flow of shape {flow.shape[1:3]} does not match the images {tuple(shape)}")
+    return Transforms(np.repeat(np.eye(3)[None], len(flow), 0), flow.astype(np.float32))
+
+
+def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
+                  progress: bool = False) -> Transforms:
+    """Aligns a stack with a trained pair model (see the module docstring).
+
+    Args:
+        raw: ndarray of shape (Z, Y, X).
+        model: a pair model (:func:`~emkit.align.learned_model.build_pair_aligner`) or
+            the path of its ``.keras`` file.
+        prealign: ``"xcorr"``: the cross-correlation translation of each pair first, the
+            network corrects what is left; ``"none"``: the network alone.
+        drift_sigma: width in sections of the trend removed over z (None or 0: only the
+            mean), as in :func:`~emkit.align.xcorr.align_xcorr`.
+        progress: a progress bar over sections on stderr.
+
+    Returns:
+        :class:`~emkit.align.transforms.Transforms` (aligned -> raw), with fields for a
+        flow model.
+    """
+    from tqdm import tqdm
+
+    from emkit.align.xcorr import estimate_shift, remove_drift
+
+    raw = np.asarray(raw)
+    if raw.ndim != 3:
+        raise InputError(f"align_learned needs a (z, y, x) stack, got shape {raw.shape}")
+    if prealign not in PREALIGN:
+        raise InputError(f"prealign: got {prealign!r}; allowed: {', '.join(PREALIGN)}")
+    if not isinstance(model, keras.Model):
+        model = load_align_model(model)
+    kind = transform_kind(model)
+    shape = raw.shape[1:]
+    chain = [identity_transforms(1)]
+    reference = 0
+    aligned_ref = raw[0].astype(np.float32)
+    ref_valid = np.ones(shape, bool)
+    for z in tqdm(range(1, len(raw)), desc="align", unit="section", disable=not progress,
+                  file=sys.stderr):
+        if np.ptp(raw[z]) == 0 or np.ptp(raw[reference]) == 0:
+            chain.append(chain[reference])
+            if np.ptp(raw[z]) > 0:
+                reference, aligned_ref = z, raw[z].astype(np.float32)
+                ref_valid = valid_mask(chain[z], shape)[0]
+            continue
+        pair = identity_transforms(1)
+        if prealign == "xcorr":
+            pair = from_translations(-estimate_shift(raw[reference], raw[z])[None])
+        initial = compose(pair, chain[reference], shape=shape)
+        moving = apply_transforms(raw[z][None].astype(np.float32), initial)[0]
+        moving_valid = valid_mask(initial, shape)[0]
+        x = {"moving": standardize(moving, moving_valid)[None, ..., None],
+             "reference": standardize(aligned_ref, ref_valid)[None, ..., None]}
+        out = model(x, training=False)
+        residual = transform_to_transforms(keras.ops.convert_to_numpy(out["transform"]), kind,
+                                           shape)
+        chain.append(compose(initial, residual, shape=shape))
+        reference = z
+        aligned_ref = apply_transforms(raw[z][None].astype(np.float32), chain[z])[0]
+        ref_valid = valid_mask(chain[z], shape)[0]
+    return remove_drift(concatenate(chain, shape=shape), shape=shape, sigma=drift_sigma or None)
+
+
+__all__ = ["AlignRunResult", "PairSampler", "align_learned", "draw_pair", "load_align_model",
+           "load_training_stack", "overlay_pair", "train_aligner", "transform_to_transforms",
+           "validation_function"]
