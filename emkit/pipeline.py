@@ -121,6 +121,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         KeyboardInterrupt: after a last checkpoint is saved; the run is marked KILLED
             and resumes with the same command and ``--output``.
     """
+    from emkit.devices import describe as describe_devices
     from emkit.recipes import stages
     from emkit.tracking import MlflowTracker, ends_run_on_error
     from emkit.training import (
@@ -137,8 +138,10 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         load_checkpoint,
         write_state,
     )
+    from emkit.training.fit import saved_mixed_precision
 
     folder = run_folder(recipe, output)
+    plan = stages.device_plan(recipe)  # devices this machine lacks fail before the run starts
     state = _claim_folder(folder, resume=resume, overwrite=overwrite)
     resumed = state is not None
     if resumed:
@@ -161,7 +164,11 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                               "git_commit": git_commit(),
                               **{f"data.{k}": v for k, v in data.checksums.items()}})
         last = checkpoints_dir / "last.keras"
-        model = load_checkpoint(last) if resumed and last.exists() else stages.build_network(recipe)
+        if resumed and last.exists():  # a checkpoint keeps the dtype policy it was trained with
+            plan = plan.with_mixed_precision(saved_mixed_precision(last))
+        tracker.set_tags(describe_devices(plan))  # tags: a resumed run may move to other devices
+        model = (load_checkpoint(last, plan=plan) if resumed and last.exists()
+                 else stages.build_network(recipe, plan))
         sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
         validate = stages.ValidationPipeline(recipe, data)
         t = recipe.train
@@ -169,20 +176,23 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
                                   best_metric=t.best_metric, best_mode=t.best_mode)
         budget = Budget(t.max_steps, t.max_minutes, clock)
-        validation = Validation(validate, tracker, t.validate_every, checkpoints,
-                                on_result=on_validation)
-        fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
-                  initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose, callbacks=[
-                      budget, LossLogger(tracker, t.log_every, clock), checkpoints, validation,
-                      WeightHistograms(tracker, t.histogram_every),
-                      LayerVisualization(tracker, t.visualize_every, stages.fixed_input(sampler)),
-                      *callbacks])
-        checkpoints.set_model(model)
-        checkpoints.save()
-        step = global_step(model)
-        if not validation.history or validation.history[-1][0] != step or validate.last is None:
-            validation.set_model(model)
-            validation.run(step)
+        validation = Validation(lambda m: validate(plan.inference_model(m)), tracker,
+                                t.validate_every, checkpoints, on_result=on_validation)
+        with plan.run_scope():
+            fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
+                      initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose,
+                      callbacks=[
+                          budget, LossLogger(tracker, t.log_every, clock), checkpoints, validation,
+                          WeightHistograms(tracker, t.histogram_every),
+                          LayerVisualization(tracker, t.visualize_every,
+                                             stages.fixed_input(sampler)),
+                          *callbacks])
+            checkpoints.set_model(model)
+            checkpoints.save()
+            step = global_step(model)
+            if not validation.history or validation.history[-1][0] != step or validate.last is None:
+                validation.set_model(model)
+                validation.run(step)
         result = validate.last
         model_path = folder / "model.keras"
         model.save(model_path)

@@ -333,3 +333,13 @@ def test_medulla_segments_back_with_watershed_and_agglomeration(medulla):
     assert adapted_rand_error(seg, gt) < 0.05
     [seg_2] = agglomerate(fragments, affs, thresholds=[0.5])
     assert same_partition(seg, seg_2)
+
+
+def test_blending_roundoff_above_one_passes_but_real_overshoot_is_refused():
+    affs = np.ones((4, 6, 6, 3), np.float32)
+    affs[:, :, 3, 2] = 0.0  # x-edges between x = 2 and x = 3
+    rounded = affs.copy()
+    rounded[affs == 1] = np.float32(1.0000001)  # what normalized tile blending gives
+    np.testing.assert_array_equal(affinity_watershed(rounded), affinity_watershed(affs))
+    with pytest.raises(InputError, match=r"values in \[0, 1\].*to 1\.00999"):
+        affinity_watershed(np.where(affs == 1, np.float32(1.01), affs))

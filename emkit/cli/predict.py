@@ -3,6 +3,8 @@
     emkit predict --model run/model.keras --input sample_A.hdf:volumes/raw --output pred.zarr:affs
     emkit predict --model n4.keras --input emkit:isbi2012/test-volume --output pred.tif --tta
     emkit predict --model runs/isbi_vd2d-ensemble5/ensemble.yaml --input VOL --output pred.h5:pred
+    emkit predict --model model.keras --input raw.zarr:raw --output pred.zarr:affs --blockwise \
+        --block-size 64,256,256 --workers 2
 
 A thin layer over :func:`emkit.inference.predict_volume` (an ensemble file:
 :func:`emkit.ensemble.predict_ensemble`). HDF5, Zarr and ``.npy``
@@ -47,8 +49,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a saved .keras model, or an ensemble .yaml file (emkit ensemble)",
     )
     add_volume_arguments(parser)
+    add_blockwise_arguments(parser, default_block="64,64,64")
     parser.set_defaults(func=run)
     return parser
+
+
+def add_blockwise_arguments(parser, *, default_block: str) -> None:
+    """``--blockwise`` and its options, shared by ``emkit predict`` and ``emkit segment``."""
+    group = parser.add_argument_group(
+        "blockwise (Dask)",
+        "process a chunked Zarr or HDF5 volume block by block on Dask workers, for volumes "
+        "larger than memory: a local cluster by default, or a running one with --scheduler. "
+        "Blocks write their own output chunks (chunks = blocks) and an atomic completion "
+        "marker; a killed job, rerun with the same arguments, skips the finished blocks.",
+    )
+    group.add_argument("--blockwise", action="store_true",
+                       help="process block by block on Dask (input and output: .zarr or .h5)")
+    group.add_argument("--block-size", default=default_block, metavar="Z,Y,X",
+                       help=f"write region of a block, N or Z,Y,X (default: {default_block})")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="local Dask worker processes (default: 1)")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler, e.g. tcp://host:8786 "
+                            "(default: start a local cluster)")
+    group.add_argument("--memory-limit", default="auto", metavar="BYTES",
+                       help="memory limit per local worker, e.g. 2GiB (default: auto, the "
+                            "machine's memory split between the workers)")
 
 
 def add_volume_arguments(parser, *, preprocess_source: str = "the model") -> None:
@@ -101,11 +127,52 @@ def run(args) -> int:
     from emkit.io import open_volume
 
     check_tiling_arguments(args)
+    if getattr(args, "blockwise", False):
+        return run_blockwise(args)
     check_output(args.output, overwrite=args.overwrite)  # fail before loading anything
     raw = open_volume(args.input)
     if is_ensemble_file(args.model):
         return predict_to_output(load_ensemble(args.model), raw, args)
     return predict_to_output(_load(args.model), raw, args, model_path=args.model)
+
+
+def run_blockwise(args) -> int:
+    """``emkit predict --blockwise``: :func:`emkit.blockwise.predict_blockwise`."""
+    from emkit.blockwise import predict_blockwise
+    from emkit.ensemble import is_ensemble_file
+
+    if is_ensemble_file(args.model):
+        raise InputError("--blockwise takes one .keras model, not an ensemble file")
+    method, _, source = _preprocessing(args.preprocess, args.model)
+    if method != "none":
+        raise InputError(
+            f"--blockwise: preprocessing '{method}' (from {source}) uses statistics of the "
+            "whole volume; preprocess the volume first, or pass --preprocess none"
+        )
+    summary = predict_blockwise(
+        args.model, args.input, args.output, block_shape=block_size(args.block_size),
+        workers=args.workers, scheduler=args.scheduler, memory_limit=args.memory_limit,
+        overwrite=args.overwrite, progress=not args.quiet, tile_shape=args.tile,
+        overlap=args.overlap, blend=args.blend, batch_size=args.batch_size, tta=args.tta,
+        offsets=args.offsets,
+    )
+    if not args.quiet:
+        print(
+            f"wrote {args.output}: {summary['channels']} channel(s), {summary['blocks']} blocks "
+            f"of {summary['block_shape']} (context {summary['context']}), {summary['run']} "
+            f"computed, {summary['skipped']} found done, in {summary['seconds']:.1f} s"
+        )
+    return 0
+
+
+def block_size(text) -> tuple[int, int, int]:
+    """``--block-size``: ``N`` or ``Z,Y,X``."""
+    values = _ints(text, "--block-size") if isinstance(text, str) else tuple(text)
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or min(values) < 1:
+        raise InputError(f"--block-size: expected N or Z,Y,X of positive ints, got {text!r}")
+    return values
 
 
 def check_tiling_arguments(args) -> None:

@@ -46,6 +46,10 @@ class PredictionPlan:
         grid: The tiles, in ``(z, y, x)`` (``z`` tiles of 1 section for a 2D model).
         in_channels: Input channels.
         out_channels: Output channels.
+        period: Tile starts are multiples of it, ``(z, y, x)``: the shift under
+            which the network is equivariant (1 for a dense net, the product of
+            its poolings for a U-Net). Blockwise prediction starts its blocks on
+            multiples of it too.
     """
 
     model: Any
@@ -53,6 +57,7 @@ class PredictionPlan:
     grid: tiling.TileGrid
     in_channels: int
     out_channels: int
+    period: tuple[int, int, int] = (1, 1, 1)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -136,13 +141,14 @@ def plan_prediction(
     overlap = _per_axis(overlap, ndim, "overlap", minimum=0)
     overlap3 = (0, *overlap) if ndim == 2 else overlap
     volume3 = (1, *volume_shape) if len(volume_shape) == 2 else volume_shape
+    period3 = (1, *period) if ndim == 2 else tuple(period)
     grid = tiling.tile_grid(
         volume3,
         (z_in, *input_shape[-2:]),
         (z_out, *output_shape[-2:]),
         overlap=tuple(min(v, max(o - 1, 0)) for v, o in zip(overlap3, (z_out, *output_shape[-2:]))),
         blend=blend,
-        period=(1, *period) if ndim == 2 else period,
+        period=period3,
     )
     return PredictionPlan(
         model=net,
@@ -150,6 +156,7 @@ def plan_prediction(
         grid=grid,
         in_channels=geometry.in_channels,
         out_channels=geometry.out_channels,
+        period=period3,
     )
 
 

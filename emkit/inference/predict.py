@@ -69,6 +69,7 @@ def predict_volume(
     progress: bool = True,
     block_mib: float = 64.0,
     weight: float = 1.0,
+    roi=None,
 ):
     """Predicts a whole volume tile by tile, blending the tiles' outputs.
 
@@ -110,10 +111,17 @@ def predict_volume(
             so that several models can accumulate a weighted mean in one array
             (:func:`emkit.ensemble.predict_ensemble`, with an ``out`` that is
             not an ndarray, since an ndarray is zeroed first).
+        roi: Predict only this box of ``raw``: a tuple of ``slice(start, stop)``
+            per spatial axis (step 1, inside ``raw``). Its context is read from
+            ``raw`` around it and mirrored only at ``raw``'s own edges, and the
+            tiles start on the model's period from the box's start, so a box that
+            starts on a multiple of the period gets exactly the voxels a
+            prediction of the whole volume gives there (blockwise prediction,
+            :mod:`emkit.blockwise`). The result (and ``out``) has the box's shape.
 
     Returns:
         ``out``, or a new float32 ndarray of shape ``(Z, Y, X, C)`` (``(Y, X, C)``
-        for a 2D ``raw``).
+        for a 2D ``raw``), of the ``roi``'s shape when one is given.
 
     Raises:
         InputError: ``raw`` does not fit the model (dimensions, channels), or
@@ -141,6 +149,9 @@ def predict_volume(
             f"raw: expected a (Y, X) image or a (Z, Y, X) volume"
             f"{' with a channel axis' if in_channels > 1 else ''}, got shape {raw_shape}"
         )
+    origin = (0,) * len(spatial)
+    if roi is not None:
+        origin, spatial = _check_roi(roi, spatial)
     plan = plan_prediction(
         model, spatial, tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta
     )
@@ -172,7 +183,8 @@ def predict_volume(
 
     grid = plan.grid
     sink = (_Sink if isinstance(out, np.ndarray) else _BlockSink)(out3, grid, weight=float(weight))
-    reader = _Reader(raw3, grid, normalize, plan.in_channels, squeeze=in_channels == 1)
+    reader = _Reader(raw3, grid, normalize, plan.in_channels, squeeze=in_channels == 1,
+                     origin=(0, *origin) if two_d else origin)
     run = _runner(plan)
     if tta:
         single = run
@@ -252,9 +264,11 @@ def _runner(plan: PredictionPlan):
 class _Reader:
     """Input batches: each block's input read once, mirrored and scaled, tiles cut from it."""
 
-    def __init__(self, raw, grid: tiling.TileGrid, normalize, in_channels: int, *, squeeze: bool):
+    def __init__(self, raw, grid: tiling.TileGrid, normalize, in_channels: int, *, squeeze: bool,
+                 origin=(0, 0, 0)):
         self.raw, self.grid, self.normalize = raw, grid, normalize
         self.in_channels, self.squeeze = in_channels, squeeze
+        self.origin = tuple(origin)  # where the grid's (0, 0, 0) lies in raw (a roi's start)
         self.buffers: dict[int, np.ndarray] = {}
 
     def read(self, batch) -> np.ndarray:
@@ -263,7 +277,8 @@ class _Reader:
             if b not in self.buffers:
                 for old in [k for k in self.buffers if k < b]:
                     del self.buffers[old]
-                data = tiling.read_mirrored(self.raw, block.input_start, block.input_shape)
+                start = tuple(s + o for s, o in zip(block.input_start, self.origin))
+                data = tiling.read_mirrored(self.raw, start, block.input_shape)
                 self.buffers[b] = np.asarray(self.normalize(data), dtype=np.float32)
             start = [t - s for t, s in zip(tile.input_start, block.input_start)]
             crop = self.buffers[b][
@@ -335,6 +350,20 @@ class _BlockSink(_Sink):
                 box = (*block.write, slice(None))
                 self.out[box] = self.out[box] + entry[0]
                 del self.buffers[b]
+
+
+def _check_roi(roi, spatial):
+    """``(start, shape)`` of a box of slices inside ``spatial``, or InputError."""
+    items = tuple(roi) if isinstance(roi, (tuple, list)) else (roi,)
+    if len(items) != len(spatial) or not all(isinstance(s, slice) for s in items):
+        raise InputError(
+            f"roi: expected {len(spatial)} slices (one per spatial axis of raw, shape "
+            f"{spatial}), got {roi!r}"
+        )
+    ranges = [range(*s.indices(n)) for s, n in zip(items, spatial)]
+    if any(r.step != 1 or len(r) == 0 for r in ranges):
+        raise InputError(f"roi: expected non-empty slices of step 1 inside {spatial}, got {roi!r}")
+    return tuple(r.start for r in ranges), tuple(len(r) for r in ranges)
 
 
 class _WithZ:

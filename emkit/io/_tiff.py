@@ -117,13 +117,17 @@ def attributes(path: Path, key: str | None) -> dict:
 
 
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
-    """Reads the box; whole pages are decoded, only those the box covers."""
-    import zarr
+    """Reads the box; whole pages are decoded, only those the box covers.
 
+    A whole volume is read with tifffile alone; a part goes through tifffile's Zarr
+    store (imported here only, so that reading whole stacks needs no Zarr).
+    """
     with _open(path, check=False) as (_tif, series):
         try:
             if all(s.start == 0 and s.stop == n for s, n in zip(box, series.shape)):
                 return np.asarray(series.asarray())
+            import zarr
+
             with series.aszarr() as store:
                 return np.asarray(zarr.open_array(store, mode="r")[box])
         except Exception as exc:

@@ -4,10 +4,17 @@
 :func:`load_checkpoint` reads a ``.keras`` checkpoint with its optimizer state;
 :func:`fit_steps` runs ``fit`` until a :class:`~emkit.training.callbacks.Budget` stops it,
 and on Ctrl-C saves a last checkpoint before it re-raises, so nothing is lost.
+
+Mixed precision and several devices (:mod:`emkit.devices`) need nothing here beyond
+building or loading the model inside :meth:`~emkit.devices.DevicePlan.model_scope` and
+fitting inside :meth:`~emkit.devices.DevicePlan.run_scope`: Keras' ``compile`` wraps the
+optimizer of a ``mixed_float16`` model in a ``LossScaleOptimizer``, the loss computes in
+float32, and a distributed ``fit`` splits each global batch over the replicas.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -28,17 +35,59 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
 
 def compile_model(model, *, optimizer: str = "adam", learning_rate: float = 1e-4,
                   momentum: float = 0.9):
-    """Compiles ``model`` with :class:`~emkit.training.losses.ChannelBCE`; returns it."""
+    """Compiles ``model`` with :class:`~emkit.training.losses.ChannelBCE`; returns it.
+
+    A model built under the ``mixed_float16`` policy gets its optimizer wrapped in a
+    ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling) by Keras' ``compile``.
+    """
     model.compile(optimizer=make_optimizer(optimizer, learning_rate, momentum), loss=ChannelBCE())
     return model
 
 
-def load_checkpoint(path):
-    """A compiled model, optimizer state included, from a ``.keras`` checkpoint."""
+def load_checkpoint(path, *, plan=None):
+    """A compiled model, optimizer state included, from a ``.keras`` checkpoint.
+
+    The checkpoint is loaded under the dtype policy it was trained with (read from its
+    layers): Keras stores no policy for a functional model, and ``compile`` on load wraps
+    the optimizer in the ``LossScaleOptimizer`` of a ``float16`` run only under that
+    policy; without it the optimizer's state (its step count too) would not load.
+
+    Args:
+        path: the ``.keras`` file.
+        plan: a :class:`~emkit.devices.DevicePlan`: the model's variables are made in
+            its :meth:`~emkit.devices.DevicePlan.model_scope` (replicated over its
+            devices); None: the current scope.
+    """
+    from emkit.devices import precision
     from emkit.models.saving import CUSTOM_OBJECTS, load_model
 
-    with keras.saving.custom_object_scope({**CUSTOM_OBJECTS, **LOSS_OBJECTS}):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(precision(saved_mixed_precision(path)))
+        if plan is not None:
+            stack.enter_context(plan.model_scope())
+        stack.enter_context(keras.saving.custom_object_scope({**CUSTOM_OBJECTS, **LOSS_OBJECTS}))
         return load_model(path, compile=True)
+
+
+def saved_mixed_precision(path) -> str:
+    """The ``train.mixed_precision`` word of a ``.keras`` file, from its layers' policies.
+
+    Returns:
+        ``"float16"`` or ``"bfloat16"`` when a layer computes in that type, else
+        ``"none"`` (also for a file that is not a readable ``.keras`` archive).
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("config.json").decode()
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return "none"
+    if '"mixed_float16"' in text:
+        return "float16"
+    if '"mixed_bfloat16"' in text:
+        return "bfloat16"
+    return "none"
 
 
 def fit_steps(model, sampler, *, max_steps: int, steps_done: int, initial_epoch: int,
@@ -72,4 +121,4 @@ def fit_steps(model, sampler, *, max_steps: int, steps_done: int, initial_epoch:
         raise
 
 
-__all__ = ["compile_model", "fit_steps", "load_checkpoint", "make_optimizer"]
+__all__ = ["compile_model", "fit_steps", "load_checkpoint", "make_optimizer", "saved_mixed_precision"]

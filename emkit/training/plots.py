@@ -39,7 +39,7 @@ def weight_histograms(model, *, max_layers: int = 12) -> np.ndarray:
         ax.set_axis_off()
     for ax, weight in zip(axes.flat, kernels):
         ax.set_axis_on()
-        ax.hist(np.asarray(weight.numpy()).ravel(), bins=40, color="tab:blue")
+        ax.hist(np.asarray(weight.numpy(), dtype=np.float32).ravel(), bins=40, color="tab:blue")
         ax.set_title(weight.path.split("/")[0][:24], fontsize=7)
         ax.tick_params(labelsize=6)
     return figure_to_array(fig)
@@ -63,7 +63,7 @@ def feature_maps(model, x: np.ndarray, *, max_layers: int = 6, channels: int = 4
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     fig, axes = _figure(len(convs), channels, 1.5)
     for row, (layer, out) in enumerate(zip(convs, outputs)):
-        maps = keras.ops.convert_to_numpy(out)[0]
+        maps = keras.ops.convert_to_numpy(out)[0].astype(np.float32)  # bfloat16 under mixed precision
         if maps.ndim == 4:
             maps = maps[maps.shape[0] // 2]
         for c in range(channels):
