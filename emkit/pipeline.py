@@ -24,6 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emkit.errors import OverwriteError
 from emkit.recipes import Recipe, dump_recipe, flatten, recipe_to_dict
@@ -79,6 +80,57 @@ def _claim_folder(folder: Path, *, resume: bool, overwrite: bool):
     return None
 
 
+@dataclass
+class OpenRun:
+    """A claimed run folder whose tracking run has started (see :func:`open_run`).
+
+    Attributes:
+        folder: the run folder.
+        state: the ``state.json`` to resume from (``finished`` reset to False), or
+            None for a new run.
+        tracker: the tracker, its run started.
+        run_id: the tracking run.
+    """
+
+    folder: Path
+    state: Any
+    tracker: Any
+    run_id: str
+
+    @property
+    def resumed(self) -> bool:
+        return self.state is not None
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.folder / "checkpoints"
+
+
+def open_run(recipe, folder: Path, recipe_text: str, *, resume: bool, overwrite: bool,
+             tracker=None, parent_run_id: str | None = None) -> OpenRun:
+    """Claims ``folder`` (:func:`_claim_folder`), creates ``checkpoints/``, starts the
+    tracking run (or continues the resumed one) and writes ``recipe_text`` to
+    ``recipe.yaml`` (``recipe-resume-<step>.yaml`` on a resume) as an artifact.
+
+    Shared by :func:`run_recipe` and :func:`emkit.align.learned.train_aligner`; ``recipe``
+    needs ``tracking.uri`` and ``tracking.experiment``.
+    """
+    from emkit.tracking import MlflowTracker
+
+    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
+    resumed = state is not None
+    if resumed:
+        state.finished = False
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    tracker = tracker or MlflowTracker(recipe.tracking.uri)
+    run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
+                           run_id=state.run_id if resumed else None, parent_run_id=parent_run_id)
+    recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
+    recipe_file.write_text(recipe_text)
+    tracker.log_artifact(recipe_file)
+    return OpenRun(folder, state, tracker, run_id)
+
+
 def git_commit() -> str:
     """The git commit of the emkit checkout (``+dirty`` if changed), or ``unknown``."""
     root = Path(__file__).resolve().parents[1]
@@ -123,7 +175,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     """
     from emkit.devices import describe as describe_devices
     from emkit.recipes import stages
-    from emkit.tracking import MlflowTracker, ends_run_on_error
+    from emkit.tracking import ends_run_on_error
     from emkit.training import (
         Budget,
         Checkpoints,
@@ -142,18 +194,10 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
 
     folder = run_folder(recipe, output)
     plan = stages.device_plan(recipe)  # devices this machine lacks fail before the run starts
-    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
-    resumed = state is not None
-    if resumed:
-        state.finished = False
-    checkpoints_dir = folder / "checkpoints"
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    tracker = tracker or MlflowTracker(recipe.tracking.uri)
-    run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
-                           run_id=state.run_id if resumed else None, parent_run_id=parent_run_id)
-    recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
-    recipe_file.write_text(dump_recipe(recipe))
-    tracker.log_artifact(recipe_file)
+    opened = open_run(recipe, folder, dump_recipe(recipe), resume=resume, overwrite=overwrite,
+                      tracker=tracker, parent_run_id=parent_run_id)
+    state, resumed, tracker, run_id = opened.state, opened.resumed, opened.tracker, opened.run_id
+    checkpoints_dir = opened.checkpoints_dir
     with ends_run_on_error(tracker):
         data = stages.prepare_data(recipe)
         if not resumed:
@@ -207,4 +251,4 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                      stopped=budget.reason or "", resumed=resumed, outputs=outputs)
 
 
-__all__ = ["RunResult", "git_commit", "run_folder", "run_recipe"]
+__all__ = ["OpenRun", "RunResult", "git_commit", "open_run", "run_folder", "run_recipe"]

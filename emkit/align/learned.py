@@ -233,10 +233,10 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
     steps), the validation coordinate error and NCC loss, and an overlay image are logged.
     """
     from emkit.align.recipe import align_recipe_to_dict
-    from emkit.pipeline import _claim_folder, git_commit, run_folder
+    from emkit.pipeline import git_commit, open_run, run_folder
     from emkit.recipes import flatten
     from emkit.recipes.loading import yaml
-    from emkit.tracking import MlflowTracker, ends_run_on_error
+    from emkit.tracking import ends_run_on_error
     from emkit.training import (
         Budget,
         Checkpoints,
@@ -251,19 +251,12 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
     )
 
     folder = run_folder(recipe, output)
-    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
-    resumed = state is not None
-    if resumed:
-        state.finished = False
-    checkpoints_dir = folder / "checkpoints"
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    tracker = tracker or MlflowTracker(recipe.tracking.uri)
-    run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
-                           run_id=state.run_id if resumed else None)
-    recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
-    recipe_file.write_text(yaml.safe_dump(align_recipe_to_dict(recipe), sort_keys=False,
-                                          default_flow_style=None))
-    tracker.log_artifact(recipe_file)
+    recipe_text = yaml.safe_dump(align_recipe_to_dict(recipe), sort_keys=False,
+                                 default_flow_style=None)
+    opened = open_run(recipe, folder, recipe_text, resume=resume, overwrite=overwrite,
+                      tracker=tracker)
+    state, resumed, tracker, run_id = opened.state, opened.resumed, opened.tracker, opened.run_id
+    checkpoints_dir = opened.checkpoints_dir
     with ends_run_on_error(tracker):
         stack, checksums = load_training_stack(recipe)
         if not resumed:

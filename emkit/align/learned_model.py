@@ -43,9 +43,8 @@ from emkit.errors import InputError
 from emkit.models.spatial_transformer import (
     TRANSFORMS,
     SpatialTransformer,
-    affine_grid,
     bilinear_sample,
-    identity_grid,
+    sampling_coords,
 )
 
 NCC_KINDS = ("global", "local")
@@ -68,14 +67,6 @@ def standardize(image, valid=None) -> np.ndarray:
     std = float(values.std())
     out = (image - float(values.mean())) / (std if std > 0 else 1.0)
     return np.where(valid, out, 0.0).astype(np.float32)
-
-
-def sampling_coords(transform, kind: str, height, width):
-    """Pixel coordinates ``(batch, height, width, 2)`` that a transform samples."""
-    if kind == "affine":
-        return affine_grid(transform, height, width)
-    shape = ops.shape(transform)
-    return identity_grid(shape[0], shape[1], shape[2]) + transform
 
 
 @keras.saving.register_keras_serializable(package="emkit")

@@ -24,7 +24,13 @@ import typing
 from dataclasses import dataclass, field
 
 from emkit.errors import InputError
-from emkit.recipes.schema import RunConfig, TrackingConfig, _check, _section_from_dict
+from emkit.recipes.schema import (
+    RunConfig,
+    TrackingConfig,
+    _check,
+    _section_from_dict,
+    check_choice_table,
+)
 
 #: The documented small budget of ``--quick`` for align recipes.
 QUICK_OVERRIDES = ("train.max_steps=30", "train.max_minutes=2", "train.checkpoint_every=15",
@@ -135,11 +141,7 @@ def check_align_recipe(recipe: AlignRecipe) -> None:
     """Checks words, ranges and the data set's name (no Keras, no data read)."""
     from emkit.datasets import get_info
 
-    for key, allowed in CHOICES.items():
-        section, attr = key.split(".")
-        value = getattr(getattr(recipe, section), attr)
-        if value not in allowed:
-            raise InputError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
+    check_choice_table(recipe, CHOICES)
     get_info(recipe.data.name)
     sections = recipe.data.sections
     if len(sections) != 2 or sections[0] < 0 or sections[1] - sections[0] < 2:

@@ -35,6 +35,7 @@ import numpy as np
 from emkit.errors import InputError, OverwriteError
 from emkit.io import open_volume, parse_spec
 from emkit.io._common import remove, temp_sibling
+from emkit.io._hdf5 import atomic_key
 from emkit.io.volume import Volume
 
 JOB_SUFFIX = ".emkit-blockwise"
@@ -348,16 +349,8 @@ def _copy_to_hdf5(source, parsed, grid, *, overwrite, voxel_size_nm) -> None:
     with h5py.File(parsed.path, "a") as f:
         if parsed.key in f and not overwrite:
             raise OverwriteError(f"output '{parsed}' exists; pass --overwrite to replace it")
-        parent, _, name = parsed.key.rpartition("/")
-        tmp_key = f"{parent}/.{name}.emkit-tmp-{secrets.token_hex(4)}".lstrip("/")
-        try:
+        with atomic_key(f, parsed.key) as tmp_key:
             fill(f, tmp_key)
-            if parsed.key in f:
-                del f[parsed.key]
-            f.move(tmp_key, parsed.key)
-        finally:
-            if tmp_key in f:
-                del f[tmp_key]
 
 
 __all__ = [

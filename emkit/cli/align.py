@@ -214,29 +214,16 @@ def run_align(args) -> int:
 
 def run_train(args) -> int:
     from emkit.align.learned import train_aligner
+    from emkit.cli.recipe import recipe_overrides, run_output
     from emkit.recipes import load_recipe
 
-    overrides = list(args.overrides)
-    if args.root:
-        overrides.append(f"data.root={args.root}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
-    recipe = load_recipe(args.recipe, overrides, quick=args.quick)
+    recipe = load_recipe(args.recipe, recipe_overrides(args), quick=args.quick)
     if getattr(recipe, "task", None) != "align":
         raise InputError(f"recipe {args.recipe!r} is a segmentation recipe; `emkit align train` "
                          "takes a recipe with task: align (align_learned_affine, "
                          "align_learned_flow); run it with `emkit recipe run`")
-    output = args.output
-    if args.resume and output is None:
-        from emkit.cli.recipe import latest_unfinished
-        from emkit.errors import MissingDataError
-
-        output = latest_unfinished(recipe.run.output_root, recipe.name)
-        if output is None:
-            raise MissingDataError(f"--resume: no unfinished run of {recipe.name} under "
-                                   f"{recipe.run.output_root}/")
-    result = train_aligner(recipe, output=output, resume=args.resume, overwrite=args.overwrite,
-                           verbose=2)
+    result = train_aligner(recipe, output=run_output(args, recipe), resume=args.resume,
+                           overwrite=args.overwrite, verbose=2)
     return report_training(recipe, result)
 
 

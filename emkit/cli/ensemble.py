@@ -204,15 +204,12 @@ def run_create(args) -> int:
 
 
 def run_train(args) -> int:
+    from emkit.cli.recipe import recipe_overrides
     from emkit.ensemble import train_ensemble
     from emkit.recipes import load_recipe
     from emkit.tracking import tracking_uri
 
-    overrides = list(args.overrides)
-    if args.root:
-        overrides.append(f"data.root={args.root}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
+    overrides = recipe_overrides(args)
     result = train_ensemble(args.recipe, members=args.members, overrides=overrides,
                             quick=args.quick, output=args.output, overwrite=args.overwrite,
                             verbose=2)

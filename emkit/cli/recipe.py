@@ -48,15 +48,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args):
-    from emkit.recipes import load_recipe
-
+def recipe_overrides(args) -> list[str]:
+    """``--set`` overrides plus ``data.root`` from ``--root`` and ``tracking.uri`` from
+    ``--tracking-uri`` (where the command has it); shared by the commands that train."""
     overrides = list(args.overrides)
     if args.root:
         overrides.append(f"data.root={args.root}")
     if getattr(args, "tracking_uri", None):
         overrides.append(f"tracking.uri={args.tracking_uri}")
-    return load_recipe(args.recipe, overrides, quick=args.quick)
+    return overrides
+
+
+def _load(args):
+    from emkit.recipes import load_recipe
+
+    return load_recipe(args.recipe, recipe_overrides(args), quick=args.quick)
 
 
 def run_list(args) -> int:
@@ -86,12 +92,10 @@ def latest_unfinished(output_root, name: str) -> Path | None:
     return None
 
 
-def run_run(args) -> int:
+def run_output(args, recipe):
+    """``--output``; with ``--resume`` and no ``--output``, the latest unfinished run's folder."""
     from emkit.errors import MissingDataError
-    from emkit.pipeline import run_recipe
-    from emkit.tracking import tracking_uri
 
-    recipe = _load(args)
     output = args.output
     if args.resume and output is None:
         output = latest_unfinished(recipe.run.output_root, recipe.name)
@@ -99,6 +103,15 @@ def run_run(args) -> int:
             raise MissingDataError(
                 f"--resume: no unfinished run of {recipe.name} under {recipe.run.output_root}/"
             )
+    return output
+
+
+def run_run(args) -> int:
+    from emkit.pipeline import run_recipe
+    from emkit.tracking import tracking_uri
+
+    recipe = _load(args)
+    output = run_output(args, recipe)
     if getattr(recipe, "task", None) == "align":  # emkit.align.recipe
         from emkit.align.learned import train_aligner
         from emkit.cli.align import report_training

@@ -27,6 +27,7 @@ import numpy as np
 
 from emkit.errors import InputError, OverwriteError
 from emkit.io._common import remove, temp_sibling
+from emkit.io._hdf5 import atomic_key
 from emkit.io.spec import VolumeSpec, parse_spec
 from emkit.io.write import write_volume
 
@@ -215,18 +216,10 @@ def _hdf5_dataset(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
             raise OverwriteError(
                 f"dataset '{parsed}' exists; pass --overwrite (overwrite=True) to replace it"
             )
-        parent, _, name = parsed.key.rpartition("/")
-        tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
-        try:
+        with atomic_key(f, parsed.key) as tmp_key:
             dataset = f.create_dataset(tmp_key, shape, **options)
             _set_resolution(dataset.attrs, voxel_size_nm)
             yield dataset
-            if parsed.key in f:
-                del f[parsed.key]
-            f.move(tmp_key, parsed.key)
-        finally:
-            if tmp_key in f:
-                del f[tmp_key]
 
 
 @contextmanager

@@ -9,6 +9,8 @@ the file's root when the dataset has none.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -151,16 +153,28 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
             raise OverwriteError(
                 f"dataset '{path}:{key}' exists; pass --overwrite (overwrite=True) to replace it"
             )
-        parent, _, name = key.rpartition("/")
-        tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
-        try:
+        with atomic_key(f, key) as tmp_key:
             _create(f, tmp_key, array, voxel_size_nm, offset_nm, chunks, compression)
-            if existing is not None:
-                del f[key]
-            f.move(tmp_key, key)
-        finally:
-            if tmp_key in f:
-                del f[tmp_key]
+
+
+@contextmanager
+def atomic_key(f, key: str) -> Iterator[str]:
+    """Yields a fresh hidden key beside ``key`` in the open HDF5 file ``f``, to write under.
+
+    When the block succeeds the temporary key is moved onto ``key`` (an existing dataset
+    there is deleted first); when it raises, the temporary key is deleted, so a failed
+    write leaves ``f`` as it was. The HDF5 counterpart of :func:`~emkit.io._common.atomic_path`.
+    """
+    parent, _, name = key.rpartition("/")
+    tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
+    try:
+        yield tmp_key
+        if key in f:
+            del f[key]
+        f.move(tmp_key, key)
+    finally:
+        if tmp_key in f:
+            del f[tmp_key]
 
 
 def _create(f, key, array, voxel_size_nm, offset_nm, chunks, compression):

@@ -46,12 +46,7 @@ import keras
 from keras import layers, ops
 
 from emkit.errors import InputError
-from emkit.models.spatial_transformer import (
-    SpatialTransformer,
-    affine_grid,
-    bilinear_sample,
-    identity_grid,
-)
+from emkit.models.spatial_transformer import SpatialTransformer, bilinear_sample, sampling_coords
 from emkit.models.spec import AlignSpec, align_spec_from_dict
 
 
@@ -142,10 +137,7 @@ class SectionAligner(layers.Layer):
         if self.ncc_weight == 0 or not training:
             return warped, None
         shape = ops.shape(moving)
-        if self.transform == "affine":
-            coords = affine_grid(transform, shape[1], shape[2])
-        else:
-            coords = identity_grid(shape[0], shape[1], shape[2]) + transform
+        coords = sampling_coords(transform, self.transform, shape[1], shape[2])
         inside = bilinear_sample(ops.ones_like(moving[..., :1]), coords)
         return warped, inside
 

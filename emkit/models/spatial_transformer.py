@@ -61,6 +61,22 @@ def affine_grid(theta, height, width):
     return (source + 1.0) * scale
 
 
+def sampling_coords(transform, kind: str, height, width):
+    """Pixel coordinates ``(batch, height, width, 2)`` that a transform samples.
+
+    Args:
+        transform: ``theta`` ``(batch, 2, 3)`` for ``kind="affine"``, else a flow
+            ``(batch, height, width, 2)`` in pixels.
+        kind: ``"affine"`` or ``"flow"``.
+        height: Output height (affine; a flow has its own).
+        width: Output width (affine; a flow has its own).
+    """
+    if kind == "affine":
+        return affine_grid(transform, height, width)
+    shape = ops.shape(transform)
+    return identity_grid(shape[0], shape[1], shape[2]) + transform
+
+
 def bilinear_sample(image, coords):
     """Sample ``image`` at fractional pixel ``coords`` with bilinear interpolation.
 
@@ -219,13 +235,11 @@ class SpatialTransformer(layers.Layer):
                 h = self.loc_pools[level](h)
         shape = ops.shape(moving)
         if self.transform == "affine":
-            theta = ops.reshape(self.loc_out(self.loc_reduce(h)), (-1, 2, 3))
-            coords = affine_grid(theta, shape[1], shape[2])
-            transform = theta
+            transform = ops.reshape(self.loc_out(self.loc_reduce(h)), (-1, 2, 3))
         else:
             transform = self.loc_out(h)
-            coords = identity_grid(shape[0], shape[1], shape[2]) + transform
-        warped = bilinear_sample(moving, coords)
+        warped = bilinear_sample(moving, sampling_coords(transform, self.transform,
+                                                         shape[1], shape[2]))
         return [warped, transform] if self.return_transform else warped
 
     def compute_output_shape(self, input_shape):
@@ -267,4 +281,5 @@ def affine_matrix(rotation_deg: float = 0.0, shift=(0.0, 0.0), scale=(1.0, 1.0))
     return np.concatenate([rot, np.asarray(shift, dtype=float)[:, None]], axis=1).astype("float32")
 
 
-__all__ = ["SpatialTransformer", "affine_grid", "affine_matrix", "bilinear_sample", "identity_grid"]
+__all__ = ["SpatialTransformer", "affine_grid", "affine_matrix", "bilinear_sample", "identity_grid",
+           "sampling_coords"]

@@ -331,13 +331,21 @@ def flatten(data: typing.Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_choices(recipe: Recipe) -> None:
-    """Checks the options that are words, the export formats and positive budgets."""
-    for key, allowed in CHOICES.items():
+def check_choice_table(recipe: Any, choices: typing.Mapping[str, tuple[str, ...]]) -> None:
+    """Checks each ``"section.key": allowed words`` of ``choices`` against ``recipe``.
+
+    Shared by segmentation and align recipes; the InputError names the key.
+    """
+    for key, allowed in choices.items():
         section, name = key.split(".")
         value = getattr(getattr(recipe, section), name)
         if value not in allowed:
             raise InputError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
+
+
+def check_choices(recipe: Recipe) -> None:
+    """Checks the options that are words, the export formats and positive budgets."""
+    check_choice_table(recipe, CHOICES)
     for fmt in recipe.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise InputError(f"export.formats: got {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
