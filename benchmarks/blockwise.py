@@ -1,6 +1,7 @@
 """Blockwise prediction and segmentation on Dask: memory, throughput, overhead (issue 9).
 
-    nice -n 5 python benchmarks/blockwise.py [--cap-mib 1024] [--shape 160,1024,1024]
+    nice -n 5 python benchmarks/blockwise.py [--cap-mib 1536] [--shape 128,2048,2048]
+        [--workers 1,2] [--stages predict,segment] [--no-overhead] [--try-small]
 
 1. A synthetic raw volume is written chunk by chunk to Zarr (never whole in memory):
    box-shaped cells of constant intensity with noise, so that a fixed "affinity model"
@@ -107,13 +108,13 @@ def save_model(path):
     affinity_model(NN, (18, 66, 66)).save(path)  # context 2: output 16 x 64 x 64
 
 
-def run_blockwise(model, raw, folder, *, workers, cap, block, halo):
+def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("predict", "segment")):
     from emkit.blockwise import predict_blockwise, segment_blockwise
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     result = {"workers": workers}
-    for stage in ("predict", "segment"):
+    for stage in stages:
         with PeakMemory() as memory:
             t = time.perf_counter()
             if stage == "predict":
@@ -163,6 +164,11 @@ def main(argv=None):
     parser.add_argument("--block", default="48,256,256")
     parser.add_argument("--halo", type=int, default=8)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
+    parser.add_argument("--stages", default="predict,segment",
+                        help="predict, or predict,segment (segment needs predict's output)")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="skip the whole-volume comparison on --small")
     parser.add_argument("--try-small", action="store_true",
                         help="allow a volume under 4x the cap (to try the script)")
     args = parser.parse_args(argv)
@@ -185,14 +191,21 @@ def main(argv=None):
     t = time.perf_counter()
     write_raw(work / "raw.zarr", shape)
     print(f"raw written in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-    for workers in (1, 2):
+    stages = tuple(s for s in args.stages.split(",") if s)
+    if stages not in (("predict",), ("predict", "segment")):
+        raise SystemExit(f"--stages: expected predict or predict,segment, got {args.stages!r}")
+    for workers in (int(w) for w in args.workers.split(",") if w):
         run = run_blockwise(model, work / "raw.zarr", work / f"w{workers}", workers=workers,
-                            cap=cap, block=block, halo=args.halo)
-        for stage in ("predict", "segment"):
+                            cap=cap, block=block, halo=args.halo, stages=stages)
+        for stage in stages:
             run[stage]["mvoxel_per_s"] = round(np.prod(shape) / 1e6 / run[stage]["seconds"], 2)
             run[stage]["under_cap"] = run[stage]["peak_rss_worker_mib"] < args.cap_mib
         report["runs"].append(run)
         shutil.rmtree(work / f"w{workers}", ignore_errors=True)
+    if args.no_overhead:
+        print(json.dumps(report, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     # overhead on a volume that fits
     write_raw(work / "small.zarr", small)
     blockwise = run_blockwise(model, work / "small.zarr", work / "small", workers=1, cap=cap,
