@@ -108,7 +108,8 @@ def save_model(path):
     affinity_model(NN, (18, 66, 66)).save(path)  # context 2: output 16 x 64 x 64
 
 
-def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("predict", "segment")):
+def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("predict", "segment"),
+                  threshold=0.5):
     from emkit.blockwise import predict_blockwise, segment_blockwise
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -123,7 +124,7 @@ def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("pre
             else:
                 summary = segment_blockwise(folder / "affs.zarr", folder / "seg.zarr",
                                             block_shape=block, halo=halo, workers=workers,
-                                            memory_limit=cap, progress=False)
+                                            threshold=threshold, memory_limit=cap, progress=False)
             seconds = time.perf_counter() - t
         result[stage] = {"seconds": round(seconds, 1), "peak_rss_total_mib": memory.total >> 20,
                          "peak_rss_worker_mib": memory.child >> 20,
@@ -134,7 +135,7 @@ def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("pre
     return result
 
 
-def whole_volume(model_path, raw_spec):
+def whole_volume(model_path, raw_spec, threshold=0.5):
     import keras
 
     from emkit.inference import predict_volume
@@ -147,7 +148,7 @@ def whole_volume(model_path, raw_spec):
     affs = predict_volume(model, raw, progress=False, tile_shape=(16, 64, 64))
     predict = time.perf_counter() - t
     t = time.perf_counter()
-    [seg] = segment_affinities(affs)
+    [seg] = segment_affinities(affs, thresholds=(threshold,))
     return {"predict": round(predict, 1), "segment": round(time.perf_counter() - t, 1),
             "segments": int(seg.max())}
 
@@ -164,6 +165,10 @@ def main(argv=None):
     parser.add_argument("--block", default="48,256,256")
     parser.add_argument("--halo", type=int, default=8)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--threshold", type=float, default=0.05,
+                        help="agglomeration threshold (default 0.05: the synthetic cells differ "
+                             "by 0.02-0.7 in intensity, so their boundary affinity 1 - |dx| is "
+                             "0.3-0.98, and 0.5 would merge nearly every cell)")
     parser.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
     parser.add_argument("--stages", default="predict,segment",
                         help="predict, or predict,segment (segment needs predict's output)")
@@ -187,7 +192,8 @@ def main(argv=None):
     model = work / "affinity.keras"
     _save_in_child(model)  # a child process builds it: keeps TensorFlow out of this one
     report = {"cap_mib": args.cap_mib, "shape": shape, "voxels_m": round(np.prod(shape) / 1e6, 1),
-              "affs_mib": affs_bytes >> 20, "block": block, "halo": args.halo, "runs": []}
+              "affs_mib": affs_bytes >> 20, "block": block, "halo": args.halo,
+              "threshold": args.threshold, "runs": []}
     t = time.perf_counter()
     write_raw(work / "raw.zarr", shape)
     print(f"raw written in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
@@ -196,7 +202,8 @@ def main(argv=None):
         raise SystemExit(f"--stages: expected predict or predict,segment, got {args.stages!r}")
     for workers in (int(w) for w in args.workers.split(",") if w):
         run = run_blockwise(model, work / "raw.zarr", work / f"w{workers}", workers=workers,
-                            cap=cap, block=block, halo=args.halo, stages=stages)
+                            cap=cap, block=block, halo=args.halo, stages=stages,
+                            threshold=args.threshold)
         for stage in stages:
             run[stage]["mvoxel_per_s"] = round(np.prod(shape) / 1e6 / run[stage]["seconds"], 2)
             run[stage]["under_cap"] = run[stage]["peak_rss_worker_mib"] < args.cap_mib
@@ -209,13 +216,15 @@ def main(argv=None):
     # overhead on a volume that fits
     write_raw(work / "small.zarr", small)
     blockwise = run_blockwise(model, work / "small.zarr", work / "small", workers=1, cap=cap,
-                              block=block, halo=args.halo)
+                              block=block, halo=args.halo, threshold=args.threshold)
     whole = json.loads(subprocess.run(
-        [sys.executable, __file__, "--whole", str(model), str(work / "small.zarr")],
+        [sys.executable, __file__, "--whole", str(model), str(work / "small.zarr"),
+         str(args.threshold)],
         check=True, capture_output=True, text=True).stdout)
     report["overhead"] = {"shape": small, "whole": whole,
                           "blockwise_1_worker": {s: blockwise[s]["seconds"]
-                                                 for s in ("predict", "segment")}}
+                                                 for s in ("predict", "segment")},
+                          "blockwise_segments": blockwise["segment"]["segments"]}
     print(json.dumps(report, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
@@ -230,6 +239,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--save-model":
         save_model(sys.argv[2])
     elif len(sys.argv) > 3 and sys.argv[1] == "--whole":
-        print(json.dumps(whole_volume(sys.argv[2], sys.argv[3])))
+        print(json.dumps(whole_volume(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
     else:
         main()
