@@ -25,8 +25,8 @@ have been trained on slips as large as those of the stack.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -209,21 +209,8 @@ def load_training_stack(recipe):
     return stack, getattr(data, "checksums", {}) or {}
 
 
-@dataclass
-class AlignRunResult:
-    """What :func:`train_aligner` produced: tracking run, folder, model, steps, metrics."""
-
-    run_id: str
-    output_dir: Path
-    model_path: Path
-    steps: int
-    metrics: dict
-    stopped: str = ""
-    resumed: bool = False
-
-
 def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool = False,
-                  tracker=None, verbose: int = 0) -> AlignRunResult:
+                  tracker=None, verbose: int = 0):
     """Trains an align recipe (:mod:`emkit.align.recipe`) with checkpoints and tracking.
 
     The run folder is laid out as a segmentation run's (``checkpoints/last.keras``,
@@ -231,9 +218,12 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
     folder with an unfinished ``state.json`` resumes from ``last.keras`` into the same
     tracking run. Params, the loss curve (``train_loss``, every ``train.log_every``
     steps), the validation coordinate error and NCC loss, and an overlay image are logged.
+
+    Returns:
+        A :class:`emkit.pipeline.RunResult`, as a segmentation run's.
     """
     from emkit.align.recipe import align_recipe_to_dict
-    from emkit.pipeline import git_commit, open_run, run_folder
+    from emkit.pipeline import RunResult, git_commit, open_run, run_folder
     from emkit.recipes import flatten
     from emkit.recipes.loading import yaml
     from emkit.tracking import ends_run_on_error
@@ -278,7 +268,7 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
                                  window=recipe.loss.window,
                                  smoothness_weight=recipe.loss.smoothness,
                                  optimizer=make_optimizer(t.optimizer, t.learning_rate))
-        motions = dataclass_dict(recipe.motions)
+        motions = dataclasses.asdict(recipe.motions)
         sampler = PairSampler(stack, crop=recipe.data.crop, motions=motions,
                               batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,
                               seed=recipe.run.seed, epoch=state.epoch)
@@ -313,22 +303,18 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
         write_state(checkpoints_dir, state)
         tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
         tracker.finish("FINISHED")
-    return AlignRunResult(run_id, folder, model_path, step, metrics,
-                          stopped=budget.reason or "", resumed=resumed)
-
-
-def dataclass_dict(config) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(config)
+    return RunResult(run_id, folder, model_path, step, metrics,
+                     stopped=budget.reason or "", resumed=resumed)
 
 
 def _write_png(path, image):
+    """An RGB image to ``path``, atomically."""
     from PIL import Image
 
-    tmp = Path(path).with_name(f".tmp-{Path(path).name}")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    from emkit.io._common import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 # ---------------------------------------------------------------------------- aligning
@@ -422,6 +408,6 @@ def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
     return remove_drift(concatenate(chain, shape=shape), shape=shape, sigma=drift_sigma or None)
 
 
-__all__ = ["AlignRunResult", "PairSampler", "align_learned", "draw_pair", "load_align_model",
+__all__ = ["PairSampler", "align_learned", "draw_pair", "load_align_model",
            "load_training_stack", "overlay_pair", "train_aligner", "transform_to_transforms",
            "validation_function"]

@@ -100,8 +100,7 @@ def predict_blockwise(
     model_path = Path(model)
     if not model_path.is_file():
         raise MissingDataError(f"--model: no model file '{model_path}'")
-    if store.output_exists(output) and not overwrite:
-        store.start_job(output, {}, overwrite=False)  # raises OverwriteError
+    store.check_output(output, overwrite=overwrite)  # before any work
     tiling = {"tile_shape": _tuple(tile_shape), "overlap": _tuple(overlap), "blend": blend,
               "batch_size": int(batch_size), "tta": bool(tta),
               "offsets": None if offsets is None else [list(map(int, o)) for o in offsets]}
@@ -129,8 +128,7 @@ def predict_blockwise(
         job = PredictJob(model=str(model_path.resolve()), model_stamp=stamp,
                          raw=raw_volume.spec, array=str(array), folder=str(folder),
                          tiling=tiling)
-        done = store.done_blocks(folder, STAGE)
-        todo = [b for b in grid if b.id not in done]
+        todo = store.todo_blocks(folder, STAGE, grid)
         run_blocks(dask_client, predict_block, todo, job, desc=STAGE, progress=progress)
     store.publish(array, output, grid, overwrite=overwrite, voxel_size_nm=raw_volume.voxel_size_nm)
     store.remove(folder)

@@ -130,8 +130,7 @@ def segment_blockwise(
                       name=f"affinities '{volume.spec}'")
     watershed = {"low": low, "high": high, "size_threshold": size_threshold,
                  "merge_threshold": merge_threshold, "dust_size": dust_size}
-    if store.output_exists(output) and not overwrite:
-        store.start_job(output, {}, overwrite=False)  # raises OverwriteError
+    store.check_output(output, overwrite=overwrite)  # before any work
     params = {"stage": "segment", "affs": volume.spec, "shape": volume.shape,
               "block_shape": grid.block_shape, "halo": halo, "threshold": threshold,
               "watershed": watershed}
@@ -144,8 +143,7 @@ def segment_blockwise(
     with connect(scheduler, workers=workers, processes=processes, memory_limit=memory_limit,
                  client=client) as dask_client:
         for stage, function in (("fragments", fragments_block), ("faces", faces_block)):
-            done = store.done_blocks(folder, stage)
-            todo = [b for b in grid if b.id not in done]
+            todo = store.todo_blocks(folder, stage, grid)
             run_blocks(dask_client, function, todo, job, desc=stage, progress=progress)
             run[stage] = len(todo)
         if not (folder / "lut.npy").exists() or not (folder / "table.npz").exists():
@@ -153,8 +151,7 @@ def segment_blockwise(
             run["agglomerate"] = 1
         else:
             run["agglomerate"] = 0
-        done = store.done_blocks(folder, "relabel")
-        todo = [b for b in grid if b.id not in done]
+        todo = store.todo_blocks(folder, "relabel", grid)
         run_blocks(dask_client, relabel_block, todo, job, desc="relabel", progress=progress)
         run["relabel"] = len(todo)
     with np.load(folder / "table.npz") as table:

@@ -117,8 +117,30 @@ def output_exists(output) -> bool:
     return parsed.key is None or (parsed.path / parsed.key).exists()
 
 
+def check_output(output, *, overwrite: bool):
+    """The parsed output spec, after checking that a blockwise job may write it.
+
+    Raises:
+        OverwriteError: the output exists and ``overwrite`` is False.
+        InputError: the output is not Zarr or HDF5 (with a key).
+    """
+    parsed = parse_spec(output)
+    if parsed.format not in FORMATS:
+        raise InputError(
+            f"--output '{parsed}' is {parsed.format}; blockwise jobs write Zarr "
+            "('out.zarr[:KEY]') or HDF5 ('out.h5:KEY')"
+        )
+    if parsed.format == "hdf5" and not parsed.key:
+        raise InputError(f"--output '{parsed}' needs a dataset key, e.g. '{parsed.path}:seg'")
+    if output_exists(parsed) and not overwrite:
+        raise OverwriteError(
+            f"output '{parsed}' exists; pass --overwrite (overwrite=True) to replace it"
+        )
+    return parsed
+
+
 def start_job(output, params: dict, *, overwrite: bool) -> tuple[Path, bool]:
-    """Checks the output and opens (or resumes) the job folder.
+    """Checks the output (:func:`check_output`) and opens (or resumes) the job folder.
 
     Args:
         output: The output spec, ``.zarr[:key]`` or ``.h5:key``.
@@ -135,18 +157,7 @@ def start_job(output, params: dict, *, overwrite: bool) -> tuple[Path, bool]:
         InputError: the output is not Zarr or HDF5 (with a key), or an unfinished job
             with other parameters holds the folder and ``overwrite`` is False.
     """
-    parsed = parse_spec(output)
-    if parsed.format not in FORMATS:
-        raise InputError(
-            f"--output '{parsed}' is {parsed.format}; blockwise jobs write Zarr "
-            "('out.zarr[:KEY]') or HDF5 ('out.h5:KEY')"
-        )
-    if parsed.format == "hdf5" and not parsed.key:
-        raise InputError(f"--output '{parsed}' needs a dataset key, e.g. '{parsed.path}:seg'")
-    if output_exists(parsed) and not overwrite:
-        raise OverwriteError(
-            f"output '{parsed}' exists; pass --overwrite (overwrite=True) to replace it"
-        )
+    parsed = check_output(output, overwrite=overwrite)
     folder = job_folder(parsed)
     params = json.loads(json.dumps(params))  # as it reads back
     record = folder / "job.json"
@@ -237,6 +248,12 @@ def done_blocks(folder: Path, stage: str) -> set[int]:
 
 
 # --------------------------------------------------------------------------- block arrays
+
+
+def todo_blocks(folder: Path, stage: str, grid) -> list:
+    """The blocks of ``grid`` without a completion marker for ``stage``, in grid order."""
+    done = done_blocks(folder, stage)
+    return [b for b in grid if b.id not in done]
 
 
 def create_block_array(path: Path, shape, block_shape, dtype, *, channels: int | None = None,
@@ -354,6 +371,7 @@ def _copy_to_hdf5(source, parsed, grid, *, overwrite, voxel_size_nm) -> None:
 
 
 __all__ = [
+    "check_output",
     "create_block_array",
     "done_blocks",
     "is_done",
@@ -363,4 +381,5 @@ __all__ = [
     "open_chunked",
     "publish",
     "start_job",
+    "todo_blocks",
 ]
