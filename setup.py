@@ -5,9 +5,12 @@ All other metadata lives in pyproject.toml."""
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["emkit*"]) + ["emkit.recipes.shipped"],
-    package_dir={"emkit.recipes.shipped": "recipes"},
+    packages=find_packages(include=["emkit*"]) + [
+        "emkit.recipes.shipped", "emkit.recipes.shipped.spaces", "emkit.datasets.data.isbi2012"],
+    package_dir={"emkit.recipes.shipped": "recipes",
+                 "emkit.recipes.shipped.spaces": "recipes/spaces"},
     package_data={
-        "emkit.datasets": ["data/isbi2012/*.tif", "data/isbi2012/*.md"],
-        "emkit.recipes.shipped": ["*.yaml", "README.md", "spaces/*.yaml"]},
+        "emkit.datasets.data.isbi2012": ["*.tif", "*.md"],
+        "emkit.recipes.shipped": ["*.yaml", "README.md"],
+        "emkit.recipes.shipped.spaces": ["*.yaml"]},
 )

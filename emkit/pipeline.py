@@ -9,9 +9,18 @@ A run lives in one folder, ``<run.output_root>/<recipe>-<timestamp>/``::
     checkpoints/last.keras   every train.checkpoint_every steps, with the optimizer
     checkpoints/best.keras   best validation train.best_metric so far
     checkpoints/state.json   run id, step, epoch, elapsed minutes, best score, finished
-    recipe.yaml              the resolved recipe
+    recipe.yaml              the resolved recipe; after tuning, with the tuned
+                             postprocess.options (``emkit segment --recipe`` reads them)
     model.keras              the trained model, for `emkit predict`
+    tuning/                  the postprocessing studies (optuna.db) and their plots
     outputs/                 validation.h5 (pred, seg) and the challenge exports
+
+With ``train.mode: dense`` a pooled net (N4, VD2D) trains in its dense form
+(:mod:`emkit.training.dense`); ``last.keras`` holds that form, ``best.keras`` and
+``model.keras`` the patch classifier. With ``postprocess.tune`` (the default) the
+postprocessing is tuned on the validation sections after training
+(:mod:`emkit.tune.heldout`), and the run reports the score of sections each tuner
+did not see.
 
 Calling :func:`run_recipe` again on a folder with an unfinished ``state.json``
 resumes from ``last.keras`` into the same tracking run.
@@ -26,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emkit.errors import OverwriteError
+from emkit.errors import InputError, OverwriteError
 from emkit.recipes import Recipe, dump_recipe, flatten, recipe_to_dict
 
 
@@ -43,6 +52,8 @@ class RunResult:
         stopped: why training stopped.
         resumed: whether this call continued an earlier run.
         outputs: files written (predictions, exports).
+        tuning: the :class:`~emkit.tune.heldout.HeldoutTuning` of ``postprocess.tune``,
+            or None when the run did not tune.
     """
 
     run_id: str
@@ -53,6 +64,7 @@ class RunResult:
     stopped: str = ""
     resumed: bool = False
     outputs: list = field(default_factory=list)
+    tuning: Any = None
 
 
 def run_folder(recipe: Recipe, output=None) -> Path:
@@ -200,6 +212,11 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     checkpoints_dir = opened.checkpoints_dir
     with ends_run_on_error(tracker):
         data = stages.prepare_data(recipe)
+        if recipe.postprocess.tune and len(data.scored_sections) < 2:
+            raise InputError(
+                f"postprocess.tune needs at least 2 labelled validation sections (it tunes on "
+                f"some and scores the others); {recipe.name} has {len(data.scored_sections)}. "
+                "Set postprocess.tune=false or validate on more sections")
         if not resumed:
             state = TrainState(run_id=run_id, recipe=recipe.name)
             write_state(checkpoints_dir, state)
@@ -211,17 +228,23 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         if resumed and last.exists():  # a checkpoint keeps the dtype policy it was trained with
             plan = plan.with_mixed_precision(saved_mixed_precision(last))
         tracker.set_tags(describe_devices(plan))  # tags: a resumed run may move to other devices
-        model = (load_checkpoint(last, plan=plan) if resumed and last.exists()
-                 else stages.build_network(recipe, plan))
+        net = stages.build_network(recipe, plan)
+        export = stages.exporter(recipe, net)  # dense trainer -> patch classifier
+        if resumed and last.exists():
+            model = load_checkpoint(last, plan=plan)
+        else:
+            model = stages.build_trainer(recipe, net, plan) if export.net is not None else net
         sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
         validate = stages.ValidationPipeline(recipe, data)
         t = recipe.train
         clock = Clock(state.elapsed_minutes)
         checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
-                                  best_metric=t.best_metric, best_mode=t.best_mode)
+                                  best_metric=t.best_metric, best_mode=t.best_mode,
+                                  export=export)
         budget = Budget(t.max_steps, t.max_minutes, clock)
-        validation = Validation(lambda m: validate(plan.inference_model(m)), tracker,
-                                t.validate_every, checkpoints, on_result=on_validation)
+        validation = Validation(lambda m: validate(plan.inference_model(export(m))), tracker,
+                                t.validate_every, checkpoints, on_result=on_validation,
+                                clock=clock)
         with plan.run_scope():
             fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
                       initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose,
@@ -238,9 +261,18 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                 validation.set_model(model)
                 validation.run(step)
         result = validate.last
+        stages.log_learning_curves(tracker, folder / "learning_curves.png")
         model_path = folder / "model.keras"
-        model.save(model_path)
-        outputs = stages.write_outputs(recipe, data, result, folder / "outputs")
+        _save_atomic(export(model), model_path)
+        tuning, final = None, result
+        if recipe.postprocess.tune:  # the exports and recipe.yaml get the tuned options
+            tuning = stages.tune_postprocessing(recipe, data, validate, folder / "tuning",
+                                                tracker, step=step)
+            recipe = stages.with_options(recipe, tuning.options)
+            final = validate.resegment(result, tuning.options)
+            _write_atomic(folder / "recipe.yaml", dump_recipe(recipe))
+            tracker.log_artifact(folder / "recipe.yaml")
+        outputs = stages.write_outputs(recipe, data, final, folder / "outputs")
         for path in (model_path, checkpoints_dir, folder / "outputs"):
             tracker.log_artifact(path, None if path.is_file() else path.name)
         state.finished = True
@@ -248,7 +280,23 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
         tracker.finish("FINISHED")
     return RunResult(run_id, folder, model_path, step, result.metrics,
-                     stopped=budget.reason or "", resumed=resumed, outputs=outputs)
+                     stopped=budget.reason or "", resumed=resumed, outputs=outputs,
+                     tuning=tuning)
+
+
+def _save_atomic(model, path: Path) -> None:
+    """``model.save`` through a temporary ``.keras`` sibling, renamed onto ``path``."""
+    from emkit.io._common import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from emkit.io._common import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 __all__ = ["OpenRun", "RunResult", "git_commit", "open_run", "run_folder", "run_recipe"]

@@ -84,6 +84,10 @@ class MemoryTracker:
         for key, value in metrics.items():
             self.metrics.setdefault(key, []).append((step, float(value)))
 
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """The ``(step, value)`` points logged for ``key``, in logging order."""
+        return list(self.metrics.get(key, []))
+
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self.artifacts.append((str(path), artifact_path))
 
@@ -173,6 +177,11 @@ class MlflowTracker:
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """The ``(step, value)`` points logged for ``key`` in this run, by time."""
+        points = self.client.get_metric_history(self.run_id, key)
+        return [(int(m.step), float(m.value)) for m in sorted(points, key=lambda m: m.timestamp)]
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         path = os.fspath(path)

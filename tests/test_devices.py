@@ -198,7 +198,7 @@ common = [
     "train.validate_every=2", "train.checkpoint_every=1", "train.histogram_every=2",
     "train.visualize_every=2", "sampler.batch_size=4", "sampler.workers=1",
     "model.overrides.width_factor=0.0417", f"data.root={data_root}", "data.crop=[96,96]",
-    "evaluation.max_sections=1",
+    "evaluation.max_sections=1", "postprocess.tune=false",
     # SGD: a step proportional to the gradient (Adam's first step hides its scale)
     "train.optimizer=sgd", "train.learning_rate=0.5", "train.momentum=0.0",
 ]

@@ -206,7 +206,7 @@ def test_fitted_weights_prefer_the_member_close_to_the_truth():
 
 
 def isbi_overrides(shared_data, *extra):
-    return [f"data.root={shared_data}", "data.crop=[96,96]", "evaluation.max_sections=1", *extra]
+    return [f"data.root={shared_data}", "data.crop=[96,96]", "evaluation.max_sections=1", "postprocess.tune=false", *extra]
 
 
 def test_validation_targets_are_the_sampler_targets(shared_data):

@@ -228,7 +228,7 @@ def test_aligned_recipe_runs_two_steps_and_saves_a_loadable_model(shared_data, t
         "train.visualize_every=2", "sampler.batch_size=1", "sampler.workers=1",
         "model.overrides={widths: [2, 3, 4], input_shape: [4, 16, 16]}",
         "model.align.filters=2", f"data.root={shared_data}", "data.crop=[48,48]",
-        "evaluation.max_sections=4",
+        "evaluation.max_sections=4", "postprocess.tune_trials=3",
     ])
     tracker = MemoryTracker()
     result = run_recipe(recipe, output=tmp_path / "run", tracker=tracker)

@@ -28,11 +28,11 @@ def tiny_recipe(name, shared_data, *extra):
     ndim3 = base.sampler.target == "affinities"
     overrides = [*COMMON, *TINY[base.model.architecture], f"data.root={shared_data}",
                  "data.crop=[48,48]" if ndim3 else "data.crop=[96,96]",
-                 f"evaluation.max_sections={4 if ndim3 else 1}"]
+                 f"evaluation.max_sections={4 if ndim3 else 2}", "postprocess.tune_trials=3"]
     if base.data.name in STAND_IN:
         overrides += [f"data.name={STAND_IN[base.data.name]}", "data.options={}"]
-        if STAND_IN[base.data.name] == "cremi_c_crop":
-            overrides.append("data.validation_sections=[]")
+        if STAND_IN[base.data.name] == "cremi_c_crop":  # one labelled section: nothing to
+            overrides += ["data.validation_sections=[]", "postprocess.tune=false"]  # hold out
     return load_recipe(name, [*overrides, *extra])
 
 

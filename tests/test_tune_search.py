@@ -30,7 +30,7 @@ def tiny(shared_data, *extra):
         "train.validate_every=1", "train.checkpoint_every=1", "train.histogram_every=0",
         "train.visualize_every=0", "sampler.batch_size=1", "sampler.workers=1",
         "model.overrides.width_factor=0.0417", f"data.root={shared_data}", "data.crop=[96,96]",
-        "evaluation.max_sections=1", "export.formats=[]", *extra,
+        "evaluation.max_sections=1", "export.formats=[]", "postprocess.tune=false", *extra,
     ]
 
 

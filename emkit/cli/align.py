@@ -85,7 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "sections of its training stack, with checkpoints, resume and MLflow "
                     "tracking. The same as `emkit recipe run RECIPE`.")
     train.add_argument("recipe", metavar="RECIPE", help="a shipped align recipe or a .yaml path")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
+    train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key, e.g. train.max_steps=100")
     train.add_argument("--quick", action="store_true", help="a budget of about 2 minutes")
     train.add_argument("--root", help="data root (sets data.root)")

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--recipe", metavar="NAME_OR_PATH",
                        help="the recipe whose data and validation sections --fit-weights uses")
         p.add_argument("--root", help="data root for --recipe (sets data.root)")
-        p.add_argument("--set", dest="overrides", action="append", default=[],
+        p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key of --recipe")
 
     predict = sub.add_parser(
@@ -96,7 +96,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("recipe", help="a shipped recipe name or a .yaml path")
     train.add_argument("--members", type=int, required=True, metavar="K",
                        help="the number of members")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
+    train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key for every member, e.g. "
                                                  "train.max_minutes=9 (the budget per member)")
     train.add_argument("--quick", action="store_true",

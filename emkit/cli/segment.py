@@ -44,6 +44,8 @@ examples:
   emkit segment pred.h5:volumes/affs --output seg.h5:volumes/labels/neuron_ids
   emkit segment pred.h5:volumes/affs --output seg.h5:seg/{threshold} --thresholds 0.3,0.5
   emkit segment boundaries.tif --output seg.tif --seeds distance
+  emkit segment runs/isbi_n4-<time>/outputs/validation.h5:pred --output seg.tif \
+      --recipe runs/isbi_n4-<time>        # the options the run tuned
   emkit segment pred.zarr:affs --output seg.zarr:seg --blockwise --block-size 64 --workers 2
 """
 
@@ -85,30 +87,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--voxel-size", metavar="Z,Y,X",
                         help="voxel size in nm to store (default: INPUT's)")
+    parser.add_argument("--recipe", metavar="RUN|RECIPE",
+                        help="take the options below from a recipe's postprocess.options: "
+                        "a run folder (its recipe.yaml, with the options tuned by "
+                        "`emkit recipe run`), a recipe .yaml file or a shipped recipe's "
+                        "name; options given on the command line win")
     group = parser.add_argument_group("affinities: watershed and agglomeration")
-    group.add_argument("--thresholds", default=d["thresholds"], metavar="T[,T...]",
+    group.add_argument("--thresholds", default=None, metavar="T[,T...]",
                        help=f"agglomeration score thresholds in [0, 1] (default: {d['thresholds']})")
-    group.add_argument("--scoring", choices=SCORINGS, default=d["scoring"],
+    group.add_argument("--scoring", choices=SCORINGS, default=None,
                        help="edge score: 1 - mean or 1 - quantile of the boundary's "
                        "affinities (default: mean)")
-    group.add_argument("--quantile", type=float, default=d["quantile"],
+    group.add_argument("--quantile", type=float, default=None,
                        help="quantile for --scoring quantile (default: 0.5, the median)")
-    group.add_argument("--bins", type=int, default=d["bins"],
+    group.add_argument("--bins", type=int, default=None,
                        help="histogram bins per edge for --scoring quantile "
                        f"(default: {d['bins']})")
-    group.add_argument("--low", type=float, default=d["low"],
+    group.add_argument("--low", type=float, default=None,
                        help=f"cut edges with affinity <= LOW (default: {d['low']})")
-    group.add_argument("--high", type=float, default=d["high"],
+    group.add_argument("--high", type=float, default=None,
                        help="always join edges with affinity >= HIGH "
                        f"(default: {d['high']})")
-    group.add_argument("--size-threshold", type=int, default=d["size_threshold"],
+    group.add_argument("--size-threshold", type=int, default=None,
                        help="regions smaller than this (voxels) merge along strong edges "
                        f"(default: {d['size_threshold']})")
     group.add_argument("--merge-threshold", type=float,
-                       default=d["merge_threshold"],
+                       default=None,
                        help="smallest edge affinity for those merges "
                        f"(default: {d['merge_threshold']})")
-    group.add_argument("--dust-size", type=int, default=d["dust_size"],
+    group.add_argument("--dust-size", type=int, default=None,
                        help="regions still smaller than this become 0 "
                        f"(default: {d['dust_size']}, keep all)")
     group.add_argument("--fragments", metavar="OUT",
@@ -121,19 +128,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "watershed, per side (default: 8,8,8)")
     parser.add_argument("--quiet", action="store_true", help="--blockwise: no progress bars")
     group = parser.add_argument_group("boundary maps: seeded 2D watershed")
-    group.add_argument("--seeds", choices=SEEDS, default=d["seeds"],
+    group.add_argument("--seeds", choices=SEEDS, default=None,
                        help=f"seed kind (default: {d['seeds']})")
     group.add_argument("--seed-threshold", type=float,
-                       default=d["seed_threshold"],
+                       default=None,
                        help="interior is boundaries < this "
                        f"(default: {d['seed_threshold']})")
-    group.add_argument("--min-height", type=float, default=d["min_height"],
+    group.add_argument("--min-height", type=float, default=None,
                        help="distance seeds: least height (pixels) of a maximum "
                        f"(default: {d['min_height']})")
-    group.add_argument("--smoothing", type=float, default=d["smoothing"],
+    group.add_argument("--smoothing", type=float, default=None,
                        help="distance seeds: Gaussian sigma in pixels "
                        f"(default: {d['smoothing']})")
-    group.add_argument("--min-size", type=int, default=d["min_size"],
+    group.add_argument("--min-size", type=int, default=None,
                        help="absorb segments with fewer pixels "
                        f"(default: {d['min_size']})")
     parser.set_defaults(func=run)
@@ -200,15 +207,70 @@ def read_probabilities(volume, role: str):
     return data.astype(np.float32, copy=False)
 
 
+def recipe_options(source: str) -> tuple[str, dict, str]:
+    """``(postprocess.method, postprocess.options, file read)`` of ``--recipe``.
+
+    ``source`` is a run folder (its ``recipe.yaml``), a recipe file or a shipped name.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from emkit.recipes.registry import recipe_path
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "recipe.yaml"
+        if not path.is_file():
+            raise InputError(f"--recipe {source!r}: the folder has no recipe.yaml (is it an "
+                             "emkit run folder?)")
+    else:
+        path = recipe_path(source)
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"--recipe: cannot read {str(path)!r}: {exc}") from None
+    section = data.get("postprocess") if isinstance(data, dict) else None
+    section = section if isinstance(section, dict) else {}
+    options = section.get("options") or {}
+    if not isinstance(options, dict):
+        raise InputError(f"--recipe {str(path)!r}: postprocess.options must be a mapping, "
+                         f"got {options!r}")
+    return section.get("method", "watershed_2d"), dict(options), str(path)
+
+
+def resolve_options(args: argparse.Namespace, method: str) -> None:
+    """Fills the postprocessing options that the command line left unset: from
+    ``--recipe`` when given (its method must be ``method``), else :data:`DEFAULTS`."""
+    options = {}
+    if getattr(args, "recipe", None):
+        found, options, path = recipe_options(args.recipe)
+        if found != method:
+            raise InputError(
+                f"--recipe {path!r} segments with {found!r}, but INPUT needs {method!r} "
+                f"({'affinities' if method == 'affinity_watershed' else 'a boundary map'})")
+        unknown = sorted(set(options) - set(DEFAULTS) - {"offsets"})
+        if unknown:
+            raise InputError(f"--recipe {path!r}: postprocess.options {unknown} are not "
+                             "options of emkit segment")
+        if "thresholds" in options:
+            options["thresholds"] = ",".join(f"{float(t):g}" for t in options["thresholds"])
+    for key, default in DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, options.get(key, default))
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from emkit.io import open_volume, write_volume
 
     if getattr(args, "blockwise", False):
+        resolve_options(args, "affinity_watershed")
         return run_blockwise(args)
     start = time.perf_counter()
     volume = open_volume(args.input)
+    resolve_options(args, "affinity_watershed" if volume.ndim == 4 else "watershed_2d")
     voxel_size = (
         parse_floats(args.voxel_size, "--voxel-size", 3) if args.voxel_size
         else volume.voxel_size_nm

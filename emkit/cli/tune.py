@@ -104,7 +104,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="maximise Rand split and merge; write the front to pareto.csv")
     ws.add_argument("--recipe", metavar="NAME_OR_PATH",
                     help="the recipe (required for a bare model; replaces recipe.yaml)")
-    ws.add_argument("--set", dest="overrides", action="append", default=[],
+    ws.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                     metavar="KEY=VALUE", help="override a recipe key, e.g. data.crop=[256,256]")
     ws.add_argument("--root", help="data root (sets data.root)")
     ws.add_argument("--study", metavar="NAME",
@@ -137,7 +137,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     help="the search space: recipe keys and their ranges or choices")
     rc.add_argument("--n-trials", type=int, required=True, metavar="N",
                     help="run until the study has N finished (complete or pruned) trials")
-    rc.add_argument("--set", dest="overrides", action="append", default=[],
+    rc.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                     metavar="KEY=VALUE", help="override a recipe key, e.g. train.max_steps=2000")
     rc.add_argument("--quick", action="store_true", help="the recipe's small --quick budget")
     rc.add_argument("--study", metavar="NAME", help="study name (default: from the recipe)")

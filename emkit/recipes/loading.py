@@ -26,6 +26,7 @@ QUICK_OVERRIDES = (
     "train.histogram_every=40",
     "train.visualize_every=40",
     "evaluation.max_sections=2",
+    "postprocess.tune_trials=8",
 )
 
 

@@ -29,6 +29,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "isbi_vd2d": ("isbi_vd2d.yaml", "VD2D, 2D boundaries, ISBI 2012"),
     "isbi_unet": ("isbi_unet.yaml", "U-Net (Ronneberger 2015), 2D boundaries, ISBI 2012"),
     "medulla_rsunet": ("medulla_rsunet.yaml", "RSUNet, 3D affinities, FlyEM medulla cube"),
+    "medulla_unet3d_cpu": ("medulla_unet3d_cpu.yaml", "slim 3D U-Net for a 2-CPU budget, 3D affinities, FlyEM medulla cube"),
     "medulla_rsunet_aligned": ("medulla_rsunet_aligned.yaml", "Aligner + RSUNet (end-to-end), 3D affinities, FlyEM medulla cube"),
     "cremi_unet3d": ("cremi_unet3d.yaml", "3D U-Net, sparse labels + blank-section defect, CREMI C crop"),
     "snemi3d_rsunet": ("snemi3d_rsunet.yaml", "RSUNet, 3D affinities, full SNEMI3D (download first)"),

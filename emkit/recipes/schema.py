@@ -134,6 +134,11 @@ class TrainConfig:
         devices: ``"auto"`` (every GPU, data parallel when there are several), ``"cpu"``,
             or a number of devices; ``sampler.batch_size`` is the global batch, split
             evenly over them.
+        mode: ``"patch"`` (a pooled net such as N4 learns one output voxel per
+            field-of-view window) or ``"dense"`` (its dense form learns an output patch
+            of ``dense_output`` voxels at stride 1; the same network is saved, see
+            :mod:`emkit.training.dense`). Nets without pooling always train densely.
+        dense_output: the output patch of ``mode: dense``, ``[y, x]`` or ``[z, y, x]``.
     """
 
     optimizer: str = "adam"
@@ -151,6 +156,8 @@ class TrainConfig:
     best_mode: str = "max"
     mixed_precision: str = "none"
     devices: int | str = "auto"
+    mode: str = "patch"
+    dense_output: list[int] = field(default_factory=lambda: [32, 32])
 
 
 @dataclass
@@ -181,10 +188,21 @@ class PostprocessConfig:
             (affinities: 3D watershed, then mean-affinity agglomeration).
         options: keyword arguments of :func:`emkit.postprocess.watershed_2d` or
             :func:`emkit.postprocess.segment_affinities` (e.g. ``{thresholds: [0.5]}``).
+        tune: after training, tune ``options`` with Optuna on the validation sections
+            (:mod:`emkit.tune.heldout`): the reported score comes from sections each
+            tuner did not see, and the final segmentation, the exports and the run's
+            ``recipe.yaml`` use the options tuned on all of them.
+        tune_trials: Optuna trials per study (each segments and scores once).
+        tune_metric: the metric tuned, a key of ``emkit.tune.postprocess.OBJECTIVES``;
+            None: ``rand_error`` (Rand F-score) for boundaries, ``adapted_rand_error``
+            for affinities.
     """
 
     method: str = "watershed_2d"
     options: dict = field(default_factory=dict)
+    tune: bool = True
+    tune_trials: int = 40
+    tune_metric: str | None = None
 
 
 @dataclass
@@ -273,6 +291,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("adam", "sgd"),
     "train.best_mode": ("max", "min"),
     "train.mixed_precision": ("none", "float16", "bfloat16"),
+    "train.mode": ("patch", "dense"),
     "inference.blend": ("bump", "gaussian", "valid"),
     "postprocess.method": ("watershed_2d", "affinity_watershed"),
 }
@@ -362,6 +381,12 @@ def check_choices(recipe: Recipe) -> None:
                          "or a number of devices >= 1")
     if train.max_minutes is not None and train.max_minutes <= 0:
         raise InputError(f"train.max_minutes: expected a positive number, got {train.max_minutes}")
+    if len(train.dense_output) not in (2, 3) or min(train.dense_output) < 1:
+        raise InputError(f"train.dense_output: expected [y, x] or [z, y, x] sizes >= 1, got "
+                         f"{train.dense_output}")
+    if recipe.postprocess.tune_trials < 1:
+        raise InputError("postprocess.tune_trials: expected an int >= 1, got "
+                         f"{recipe.postprocess.tune_trials}")
     if recipe.sampler.batch_size < 1:
         raise InputError(f"sampler.batch_size: expected an int >= 1, got {recipe.sampler.batch_size}")
 

@@ -144,6 +144,34 @@ def _build_and_compile(recipe: Recipe):
                          momentum=t.momentum)
 
 
+def exporter(recipe: Recipe, net):
+    """The :class:`~emkit.training.dense.Exporter` of a run: ``Exporter(net)`` when
+    ``train.mode`` is ``dense`` and ``net`` is a pooled patch classifier (it then trains
+    in its dense form), else ``Exporter(None)`` (the net trains as it is built)."""
+    from emkit.models import model_geometry
+    from emkit.training.dense import Exporter
+
+    if recipe.train.mode != "dense":
+        return Exporter(None)
+    geometry = model_geometry(net)
+    return Exporter(net if max(geometry.output_stride) > 1 else None)
+
+
+def build_trainer(recipe: Recipe, net, plan=None):
+    """The compiled dense form of the patch classifier ``net`` with the output patch
+    ``train.dense_output`` (see :mod:`emkit.training.dense`)."""
+    from emkit.devices import precision
+    from emkit.training import compile_model
+    from emkit.training.dense import dense_trainer
+
+    plan = plan if plan is not None else device_plan(recipe)
+    t = recipe.train
+    with precision(plan.mixed_precision), plan.model_scope():
+        trainer = dense_trainer(net, t.dense_output)
+        return compile_model(trainer, optimizer=t.optimizer, learning_rate=t.learning_rate,
+                             momentum=t.momentum)
+
+
 def build_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
     """The training :class:`~emkit.sampling.PatchSampler` over the training sections.
 
@@ -237,12 +265,13 @@ class ValidationPipeline:
 
         return predict_volume(model, self.raw, **inference_options(self.recipe), progress=False)
 
-    def segment(self, pred: np.ndarray) -> np.ndarray:
+    def segment(self, pred: np.ndarray, options: dict | None = None) -> np.ndarray:
+        """The segmentation of ``pred`` with ``options`` (default the recipe's)."""
         p = self.recipe.postprocess
+        options = dict(p.options if options is None else options)
         function = postprocess_function(p.method)
         if p.method == "watershed_2d":
-            return function(pred[..., 0], **p.options)
-        options = dict(p.options)
+            return function(pred[..., 0], **options)
         thresholds = options.pop("thresholds", [0.5])
         offsets = self.recipe.sampler.offsets
         if offsets is not None:
@@ -267,6 +296,11 @@ class ValidationPipeline:
                 metrics[key] = scores[key]
         return metrics
 
+    def resegment(self, result: ValidationResult, options: dict) -> ValidationResult:
+        """``result``'s prediction segmented and scored again with other options."""
+        seg = self.segment(result.pred, options)
+        return ValidationResult(result.pred, seg, self.evaluate(result.pred, seg))
+
     def run(self, model) -> ValidationResult:
         pred = self.predict(model)
         seg = self.segment(pred)
@@ -284,6 +318,96 @@ class ValidationPipeline:
         image = overlay(self.raw[z], boundaries, result.seg[z])
         metrics = {k: result.metrics.get(k) for k in METRICS}
         return metrics, {"overlay": image}
+
+
+def log_learning_curves(tracker, path, keys=("pixel_error", "v_rand", "rand_error",
+                                              "adapted_rand_error")) -> None:
+    """Plots the validation metrics against training minutes (from the tracker's history,
+    so a resumed run's curve is whole) into ``path`` and logs it as an artifact."""
+    from emkit.io._common import atomic_path
+    from emkit.training.plots import learning_curves
+
+    history = getattr(tracker, "metric_history", None)
+    if history is None:
+        return
+    minutes = dict(history("val_train_minutes"))
+    curves = {}
+    for key in keys:
+        points = [(minutes[s], v) for s, v in dict(history(f"val_{key}")).items() if s in minutes]
+        if points:
+            curves[f"validation {key}"] = points
+    if not curves:
+        return
+    from PIL import Image
+
+    with atomic_path(Path(path)) as tmp:
+        Image.fromarray(learning_curves(curves)).save(tmp, format="PNG")
+    tracker.log_artifact(path)
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+def with_options(recipe: Recipe, options: dict) -> Recipe:
+    """``recipe`` with ``postprocess.options`` replaced."""
+    return dataclasses.replace(
+        recipe, postprocess=dataclasses.replace(recipe.postprocess, options=dict(options)))
+
+
+def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: ValidationPipeline,
+                        folder, tracker, *, step: int):
+    """Tunes the postprocessing on the last validation prediction (:mod:`emkit.tune.heldout`)
+    and logs it: the held-out scores before and after (``tune_before_*``,
+    ``tune_after_*``), the in-sample best, the tuned options as a tag, and the study's
+    plots and a ``heldout.json`` under the run's ``tuning/`` artifacts.
+
+    The studies live in ``folder/optuna.db``, named by step and prediction, so a run
+    killed while tuning resumes them.
+
+    Returns:
+        The :class:`~emkit.tune.heldout.HeldoutTuning`.
+    """
+    import json
+
+    from emkit.tune.heldout import tune_heldout
+    from emkit.tune.plots import study_plots
+    from emkit.tune.postprocess import options_override
+
+    p = recipe.postprocess
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pred = validate.last.pred
+    offsets = recipe.sampler.offsets
+    digest = hashlib.sha256(np.ascontiguousarray(pred).tobytes()).hexdigest()[:8]
+    tuning = tune_heldout(
+        pred, validate.labels, method=p.method, scored_sections=data.scored_sections,
+        base_options=p.options, n_trials=p.tune_trials, metric=p.tune_metric,
+        voxel_size_nm=data.dataset.voxel_size_nm,
+        offsets=None if offsets is None else [tuple(o) for o in offsets],
+        storage=f"sqlite:///{(folder / 'optuna.db').resolve()}",
+        study_prefix=f"step{step}-{digest}", seed=recipe.run.seed)
+    m = tuning.metric
+    metrics = {f"tune_in_sample_{m}": tuning.in_sample}
+    for when, scores in (("before", tuning.before), ("after", tuning.after)):
+        metrics.update({f"tune_{when}_{k}": v for k, v in scores.items()})
+    tracker.log_metrics(metrics, step=step)
+    tracker.set_tags({"emkit.tuned_postprocess": options_override(tuning.options)})
+    study_plots(tuning.study.study, folder / "plots", target_name=m.replace("_", " "))
+    summary = {
+        "metric": m, "direction": tuning.direction, "options": tuning.options,
+        "before_heldout": tuning.before, "after_heldout": tuning.after,
+        "in_sample_best": tuning.in_sample,
+        "validation_sections": list(data.validation_sections),
+        "folds": [{"tuned_on": [data.validation_sections[i] for i in f.tuned_on],
+                   "scored_on": [data.validation_sections[i] for i in f.scored_on],
+                   "options": f.options, "before": f.before, "after": f.after}
+                  for f in tuning.folds],
+    }
+    (folder / "heldout.json").write_text(json.dumps(summary, indent=2, default=float))
+    for path in (folder / "plots", folder / "heldout.json"):
+        if path.exists():
+            tracker.log_artifact(path, "tuning" if path.is_file() else "tuning/plots")
+    return tuning
 
 
 # --------------------------------------------------------------------------- outputs
@@ -330,9 +454,14 @@ __all__ = [
     "ValidationResult",
     "build_network",
     "build_sampler",
+    "build_trainer",
     "device_plan",
+    "exporter",
     "fixed_input",
+    "log_learning_curves",
     "prepare_data",
     "preprocess",
+    "tune_postprocessing",
+    "with_options",
     "write_outputs",
 ]

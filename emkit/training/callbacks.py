@@ -101,15 +101,20 @@ class Checkpoints(_Every):
         every: checkpoint period in steps.
         clock: the run's :class:`Clock`.
         best_metric, best_mode: what :meth:`consider` compares (``"max"`` or ``"min"``).
+        export: ``export(model)``, the model to save as ``best.keras`` (e.g. the patch
+            classifier of a dense trainer, :class:`emkit.training.dense.Exporter`);
+            None: the trained model itself. ``last.keras`` is always the trained model,
+            with its optimizer, to resume from.
     """
 
     def __init__(self, folder, state: TrainState, every: int, clock: Clock, *,
-                 best_metric: str, best_mode: str = "max"):
+                 best_metric: str, best_mode: str = "max", export=None):
         super().__init__(every)
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.state, self.clock = state, clock
         self.best_metric, self.best_mode = best_metric, best_mode
+        self.export = export or (lambda model: model)
 
     @property
     def last_path(self) -> Path:
@@ -143,7 +148,7 @@ class Checkpoints(_Every):
         best = self.state.best_score
         better = best is None or (score > best if self.best_mode == "max" else score < best)
         if better:
-            _save_atomic(self.model, self.best_path)
+            _save_atomic(self.export(self.model), self.best_path)
             self.state.best_score, self.state.best_step = float(score), int(step)
             write_state(self.folder, self.state)
         return better
@@ -166,13 +171,15 @@ class Validation(_Every):
         checkpoints: a :class:`Checkpoints` to offer each result for ``best.keras``.
         on_result: ``on_result(step, metrics)`` called after each validation is logged
             and offered to ``checkpoints`` (e.g. Optuna pruning, which raises to stop).
+        clock: the run's :class:`Clock`; each validation then also logs
+            ``val_train_minutes``, the x of the learning curves against wall clock.
     """
 
     def __init__(self, validate, tracker, every: int, checkpoints: Checkpoints | None = None,
-                 on_result=None):
+                 on_result=None, clock: Clock | None = None):
         super().__init__(every)
         self.validate, self.tracker, self.checkpoints = validate, tracker, checkpoints
-        self.on_result = on_result
+        self.on_result, self.clock = on_result, clock
         self.history: list[tuple[int, dict]] = []
 
     def act(self, step, logs):
@@ -181,9 +188,12 @@ class Validation(_Every):
     def run(self, step: int) -> dict:
         """One validation now, logged at ``step``; returns the metrics."""
         start = time.monotonic()
+        minutes = None if self.clock is None else self.clock.minutes()
         metrics, images = self.validate(self.model)
         numbers = {f"val_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         numbers["val_seconds"] = time.monotonic() - start
+        if minutes is not None:  # training minutes before this validation: the curves' x
+            numbers["val_train_minutes"] = minutes
         self.tracker.log_metrics(numbers, step=step)
         for name, image in images.items():
             self.tracker.log_image(image, key=f"val_{name}", step=step)

@@ -102,4 +102,24 @@ def overlay(raw: np.ndarray, boundaries: np.ndarray | None = None, seg: np.ndarr
     return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)
 
 
-__all__ = ["feature_maps", "figure_to_array", "overlay", "weight_histograms"]
+
+
+
+def learning_curves(curves: dict, *, x_label: str = "training minutes") -> np.ndarray:
+    """One panel per curve, each ``name -> [(x, y), ...]`` (e.g. validation pixel error
+    against training minutes); returns an RGB uint8 image."""
+    names = [name for name, points in curves.items() if points] or ["(no points yet)"]
+    fig, axes = _figure(1, len(names), size=3.0)
+    for ax, name in zip(axes[0], names):
+        points = sorted(curves.get(name) or [])
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3)
+        ax.set_xlabel(x_label, fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+__all__ = ["feature_maps", "figure_to_array", "learning_curves", "overlay", "weight_histograms"]

@@ -273,6 +273,30 @@ def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None
         optuna.logging.set_verbosity(previous)
 
 
+def score_options(pred, gt, options: dict, *, method: str, scored_sections, metric: str,
+                  voxel_size_nm=None, offsets=None) -> dict:
+    """Segments ``pred`` with ``options`` and scores the ``scored_sections`` as a trial does.
+
+    Boundary maps are segmented on the scored sections only; affinities on the whole
+    volume (the 3D watershed needs the context), at the first of ``options``'
+    ``thresholds`` (default 0.5), then cut to the scored sections.
+
+    Returns:
+        ``{metric: value, "rand_split": ..., "rand_merge": ...}``.
+    """
+    pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
+                                             voxel_size_nm, 1)
+    options = dict(options)
+    _check_options(method, options)
+    gt_seg, per_section = _ground_truth(gt[scored])
+    if method == "watershed_2d":
+        seg = _segment(pred[scored], method, options, None, offsets)[0]
+    else:
+        thresholds = list(options.pop("thresholds", [0.5]))[:1]
+        seg = _segment(pred, method, options, thresholds, offsets)[0][scored]
+    return _scores(seg, gt_seg, per_section, metric, voxel_size_nm)
+
+
 def suggest_options(trial, space: dict) -> dict:
     """The options a trial draws from ``space`` (see :data:`SEARCH_SPACES`), in order."""
     options: dict = {}
@@ -831,6 +855,7 @@ __all__ = [
     "TuneResult",
     "options_override",
     "pareto_csv",
+    "score_options",
     "suggest_options",
     "trial_options",
     "trials_csv",
