@@ -14,10 +14,11 @@ output ``runs/curves-<NAME>``, a training budget of ``--minutes`` and a validati
 reliable on a noisy machine, so give ``validate_every`` per variant if you care).
 
 The table reads each run's MLflow history: every validation's training minutes
-(``val_train_minutes``), pixel error, ISBI V_rand and Rand full with the recipe's
-watershed; steps per second and labelled output pixels per second (batch x output
-pixels per step); and, where the run tuned its postprocessing, the held-out Rand full
-before and after tuning.
+(``val_train_minutes``), pixel error and ISBI V_rand of the map, Rand full and adapted
+Rand error of the segmentation with the recipe's postprocessing options; steps per
+second and labelled output voxels per second (batch x the output of ``model.keras``,
+or of ``train.dense_output`` in dense mode); and, where the run tuned its
+postprocessing, the held-out score before and after tuning.
 """
 
 from __future__ import annotations
@@ -80,10 +81,13 @@ def report(folder: Path) -> dict:
     rate = sorted(rates)[len(rates) // 2] if rates else float("nan")
     t = recipe["train"]
     batch = recipe["sampler"]["batch_size"]
-    pixels = 1
-    if t.get("mode") == "dense":
-        for n in t["dense_output"]:
-            pixels *= n
+    pixels = 1  # labelled output voxels per sample: the net's output, or the dense patch
+    from emkit.models.saving import load_model
+
+    net = load_model(folder / "model.keras", compile=False)
+    shape = t["dense_output"] if t.get("mode") == "dense" else net.output_shape[1:-1]
+    for n in shape:
+        pixels *= n
     tune = {k: history(k) for k in ("tune_before_rand_error", "tune_after_rand_error",
                                     "tune_before_adapted_rand_error",
                                     "tune_after_adapted_rand_error")}
@@ -105,13 +109,13 @@ def print_tables(results: list[dict]) -> None:
               f"{r['minutes']:.1f} | {r['steps_per_second']:.2f} | "
               f"{r['steps_per_second'] * r['pixels_per_step']:,.0f} |")
     print()
-    print("| run | step | train min | pixel error | V_rand | Rand full (recipe watershed) |")
-    print("|---|---|---|---|---|---|")
+    print("| run | step | train min | pixel error | V_rand | Rand full | adapted Rand error |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         for row in r["curve"]:
             print(f"| {r['folder'].name} | {row['step']} | {row['minutes']:.1f} | "
                   f"{_fmt(row['pixel_error'])} | {_fmt(row['v_rand'])} | "
-                  f"{_fmt(row['rand_error'])} |")
+                  f"{_fmt(row['rand_error'])} | {_fmt(row['adapted_rand_error'])} |")
     tuned = [r for r in results if r["tune"]]
     if tuned:
         print()

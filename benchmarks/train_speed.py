@@ -39,8 +39,7 @@ SETTINGS = (  # name, overrides
 def time_setting(recipe_name: str, overrides: list[str], precision: str, seconds: float):
     import keras
 
-    from emkit.recipes import load_recipe
-    from emkit.recipes import stages
+    from emkit.recipes import load_recipe, stages
 
     recipe = load_recipe(recipe_name, [*overrides, f"train.mixed_precision={precision}"])
     plan = stages.device_plan(recipe)

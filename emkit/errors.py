@@ -20,3 +20,21 @@ class MissingDataError(EmkitError, FileNotFoundError):
 
 class OverwriteError(EmkitError, FileExistsError):
     """An output exists and overwriting it was not asked for."""
+
+
+def yaml_problem(exc) -> str:
+    """A PyYAML error as one line: ``line L, column C: <problem>`` (no file excerpt).
+
+    >>> import yaml
+    >>> try:
+    ...     yaml.safe_load("a: [1, 2")
+    ... except yaml.YAMLError as exc:
+    ...     print(yaml_problem(exc))
+    line 1, column 9: expected ',' or ']', but got '<stream end>'
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return " ".join(str(problem).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(str(problem).split())}"
+

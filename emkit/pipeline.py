@@ -261,6 +261,10 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                 validation.set_model(model)
                 validation.run(step)
         result = validate.last
+        if recipe.inference.final_tta and not recipe.inference.tta:
+            result = validate.run(plan.inference_model(export(model)), tta=True)
+            tracker.log_metrics({f"final_tta_{k}": v for k, v in result.metrics.items()
+                                 if isinstance(v, (int, float))}, step=step)
         stages.log_learning_curves(tracker, folder / "learning_curves.png")
         model_path = folder / "model.keras"
         _save_atomic(export(model), model_path)

@@ -200,15 +200,17 @@ def test_predict_resumes_only_the_missing_blocks(tmp_path, client, tiny_model, r
         predict_blockwise(tiny_model, spec, out, block_shape=(8, 12, 12), client=client,
                           progress=False)
     folder = store.job_folder(out)
-    finished = called(tmp_path / "first", below=5)
-    assert len(finished) == 5 and store.done_blocks(folder, "predict") == set(finished)
+    started = called(tmp_path / "first", below=5)
+    done = store.done_blocks(folder, "predict")  # a started call may lose the race to the kill
+    assert len(started) == 5 and done <= set(started) and done
     assert not (tmp_path / "pred.zarr").exists()  # nothing published half-way
 
     monkeypatch.setattr(bw_predict, "predict_block", counting(real, tmp_path / "rerun"))
     summary = predict_blockwise(tiny_model, spec, out, block_shape=(8, 12, 12), client=client,
                                 progress=False)
-    assert summary["skipped"] == 5 and summary["run"] == 22 and summary["resumed"]
-    assert sorted(called(tmp_path / "rerun")) == sorted(set(range(27)) - set(finished))
+    assert summary["skipped"] == len(done) and summary["run"] == 27 - len(done)
+    assert summary["resumed"]
+    assert sorted(called(tmp_path / "rerun")) == sorted(set(range(27)) - done)
     monkeypatch.setattr(bw_predict, "predict_block", real)
     predict_blockwise(tiny_model, spec, f"{tmp_path}/again.zarr", block_shape=(8, 12, 12),
                       client=client, progress=False)
@@ -284,13 +286,17 @@ def test_segment_resumes_only_the_missing_blocks(tmp_path, client, monkeypatch):
     with pytest.raises(BlockFailed, match="worker killed"):
         segment_blockwise(spec, out, **options)
     folder = store.job_folder(out)
-    finished = called(tmp_path / "first", below=7)
-    assert len(finished) == 7 and store.done_blocks(folder, "fragments") == set(finished)
+    started = called(tmp_path / "first", below=7)
+    # a call that started before the kill may not have finished (two workers race the
+    # abort), so the done markers are a subset of the calls that started
+    done = store.done_blocks(folder, "fragments")
+    assert len(started) == 7 and done <= set(started) and done
     assert not out.exists()
     monkeypatch.setattr(bw_segment, "fragments_block", counting(real, tmp_path / "rerun"))
     summary = segment_blockwise(spec, out, **options)
-    assert sorted(called(tmp_path / "rerun")) == sorted(set(range(18)) - set(finished))
-    assert summary["run"] == {"fragments": 11, "faces": 18, "agglomerate": 1, "relabel": 18}
+    assert sorted(called(tmp_path / "rerun")) == sorted(set(range(18)) - done)
+    assert summary["run"] == {"fragments": 18 - len(done), "faces": 18, "agglomerate": 1,
+                              "relabel": 18}
     monkeypatch.setattr(bw_segment, "fragments_block", real)
     segment_blockwise(spec, tmp_path / "again.zarr", **options)
     np.testing.assert_array_equal(read_volume(out), read_volume(tmp_path / "again.zarr"))

@@ -60,8 +60,20 @@ def test_tuning_reports_scores_of_sections_its_tuner_did_not_see(monkeypatch):
     mean = (result.folds[0].after["rand_error"] + result.folds[1].after["rand_error"]) / 2
     assert result.after["rand_error"] == pytest.approx(mean)
     # seeds at 0.5 merge the discs; tuning finds seeds below the soft boundaries
-    assert result.before["rand_merge"] < 0.5 < 0.9 < result.after["rand_merge"]
+    assert result.before["rand_merge"] < 0.5 and result.after["rand_merge"] > 0.9
     assert result.after["rand_error"] > result.before["rand_error"] + 0.1
+    assert not result.kept_recipe_options and result.options == result.tuned_options
+
+
+def test_recipe_options_are_kept_when_tuning_does_not_pay_on_held_out_sections():
+    pred, gt = _disc_stack()
+    good = {"seeds": "threshold", "seed_threshold": 0.2, "min_size": 0}
+    result = tune_heldout(pred, gt, method="watershed_2d", scored_sections=[0, 1, 2, 3],
+                          base_options=good, n_trials=6, storage="sqlite:///:memory:",
+                          progress=False)
+    assert result.after["rand_error"] <= result.before["rand_error"]
+    assert result.kept_recipe_options and result.options == good
+    assert result.result == result.before
 
 
 def test_dense_run_tunes_writes_the_options_and_segment_reads_them(shared_data, tmp_path,
@@ -72,7 +84,7 @@ def test_dense_run_tunes_writes_the_options_and_segment_reads_them(shared_data, 
 
     recipe = tiny_recipe("isbi_n4", shared_data, "train.mode=dense", "train.dense_output=[6, 6]",
                          "postprocess.tune_trials=4", "train.max_steps=3",
-                         "train.validate_every=3")
+                         "train.validate_every=3", "inference.final_tta=true")
     tracker = MemoryTracker()
     result = run_recipe(recipe, output=tmp_path / "run", tracker=tracker)
     folder = result.output_dir
@@ -81,6 +93,9 @@ def test_dense_run_tunes_writes_the_options_and_segment_reads_them(shared_data, 
     assert model.name == "n4" and model.output_shape[1:3] == (1, 1)
     assert load_model(folder / "checkpoints/last.keras", compile=False).name == "n4_dense"
     assert load_model(folder / "checkpoints/best.keras", compile=False).name == "n4"
+    # the final prediction (tuned, exported) with test-time augmentation, logged apart
+    assert [s for s, _ in tracker.metrics["final_tta_pixel_error"]] == [3]
+    assert [s for s, _ in tracker.metrics["val_pixel_error"]] == [3]
     # tuning: logged before/after, options written back to recipe.yaml
     tuning = result.tuning
     assert tuning is not None and len(tuning.folds) == 2
@@ -112,7 +127,9 @@ def test_the_run_summary_names_scores_before_and_after(shared_data, tmp_path):
     lines = text.splitlines()
     assert "with the recipe's options ->" in text and "held out" in text
     assert lines[-1].startswith("result       isbi_n4: Rand full ")
-    assert "after tuning (held out" in lines[-1] and str(result.output_dir) in lines[-1]
+    kept = result.tuning.kept_recipe_options
+    assert ("after tuning (held out" in lines[-1]) != kept and str(result.output_dir) in lines[-1]
+    assert ("not kept" in lines[-1]) == kept
     assert any(line.startswith("browse       emkit ui") for line in lines)
 
 

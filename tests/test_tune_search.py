@@ -60,7 +60,7 @@ def test_a_study_runs_trials_as_child_runs_of_one_parent(shared_data, tmp_path):
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert (result.n_complete, result.n_pruned) == (3, 0)
     assert study.user_attrs["mlflow_parent_run_id"] == result.parent_run_id
-    assert result.best_value == max(t.value for t in trials)  # rand_error is an F-score
+    assert result.best_value == max(t.value for t in trials)  # isbi_n4: train.best_metric v_rand
     children = MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_run(result.parent_run_id).info.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'")
@@ -70,7 +70,7 @@ def test_a_study_runs_trials_as_child_runs_of_one_parent(shared_data, tmp_path):
         assert info["status"] == "FINISHED"
         assert info["tags"]["emkit.study"] == "lr" and info["tags"]["emkit.trial"] == str(t.number)
         assert info["params"]["train.learning_rate"] == str(t.params["train.learning_rate"])
-        assert info["metrics"]["val_rand_error"] == t.value  # the final validation's score
+        assert info["metrics"]["val_v_rand"] == t.value  # the final validation's score
         assert t.user_attrs["output_dir"] == str(tmp_path / "runs" / "tune-lr" / f"trial-{t.number}")
         assert t.user_attrs["pid"] == os.getpid()
 
@@ -82,7 +82,7 @@ def test_a_study_runs_trials_as_child_runs_of_one_parent(shared_data, tmp_path):
 
     parent = run_info(uri, result.parent_run_id)
     assert parent["status"] == "FINISHED" and PARENT_TAG not in parent["tags"]
-    assert parent["metrics"]["best_rand_error"] == result.best_value
+    assert parent["metrics"]["best_v_rand"] == result.best_value
     assert parent["metrics"]["n_complete"] == 3 and parent["metrics"]["n_pruned"] == 0
     assert parent["tags"]["emkit.best_overrides"] == " ".join(result.best_overrides)
     names = {a.path for a in MlflowClient(uri).list_artifacts(result.parent_run_id, "study")}

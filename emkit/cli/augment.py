@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from emkit.errors import InputError, OverwriteError
+from emkit.errors import InputError, OverwriteError, yaml_problem
 
 DESCRIPTION = """\
 Write a grid of training samples as the sampler makes them: one row per sample, columns
@@ -112,6 +112,8 @@ def run(args) -> int:
     if command != "preview":
         args._parser.print_help()
         return 2
+    if args.samples < 1:
+        raise InputError(f"--samples: expected an int >= 1, got {args.samples}")
     recipe = recipe_from_args(args)
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -148,7 +150,7 @@ def read_recipe(path) -> dict:
     try:
         recipe = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"recipe '{path}' is not valid YAML: {exc}") from None
+        raise InputError(f"recipe '{path}' is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(recipe, dict):
         raise InputError(f"recipe '{path}' must be a mapping of keys, got {type(recipe).__name__}")
     unknown = [k for k in recipe if k not in RECIPE_KEYS]

@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
 
     from emkit.metrics.evaluate import METRICS, evaluate
 
+    if not 0.0 <= args.threshold <= 1.0:  # also refuses NaN
+        raise InputError(f"--threshold: expected a boundary probability in [0, 1], got "
+                         f"{args.threshold:g}")
     metrics = None
     if args.metrics:
         metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())

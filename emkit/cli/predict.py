@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from emkit.errors import InputError
+from emkit.errors import InputError, yaml_problem
 
 _BLENDS = ("bump", "gaussian", "valid")
 
@@ -165,13 +165,14 @@ def run_blockwise(args) -> int:
     return 0
 
 
-def block_size(text) -> tuple[int, int, int]:
-    """``--block-size``: ``N`` or ``Z,Y,X``."""
-    values = _ints(text, "--block-size") if isinstance(text, str) else tuple(text)
+def block_size(text, option: str = "--block-size", minimum: int = 1) -> tuple[int, int, int]:
+    """``--block-size`` (or ``option``, e.g. ``--halo`` with ``minimum=0``): ``N`` or ``Z,Y,X``."""
+    values = _ints(text, option) if isinstance(text, str) else tuple(text)
     if len(values) == 1:
         values = values * 3
-    if len(values) != 3 or min(values) < 1:
-        raise InputError(f"--block-size: expected N or Z,Y,X of positive ints, got {text!r}")
+    if len(values) != 3 or min(values) < minimum:
+        what = "positive ints" if minimum >= 1 else f"ints >= {minimum}"
+        raise InputError(f"{option}: expected N or Z,Y,X of {what}, got {text!r}")
     return values
 
 
@@ -292,7 +293,8 @@ def _recipe_preprocessing(model_path) -> tuple[str, dict, str] | None:
             try:
                 section = (yaml.safe_load(recipe.read_text()) or {}).get("preprocess") or {}
             except (yaml.YAMLError, AttributeError) as exc:
-                raise InputError(f"--preprocess auto: cannot read '{recipe}': {exc}") from exc
+                problem = yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else exc
+                raise InputError(f"--preprocess auto: cannot read '{recipe}': {problem}") from None
             method = section.get("method", "none")
             options = {k: section[k] for k in ("sigma", "clip_sigma") if k in section}
             return method, options, str(recipe)

@@ -170,9 +170,16 @@ def summary(recipe, result, uri: str, minutes: float) -> str:
                      f"{tuning.in_sample:.4f})")
         from emkit.tune.postprocess import options_override
 
-        lines.append(f"tuned        {options_override(tuning.options)}  (in recipe.yaml)")
-        headline = f"{NAMES.get(k, k)} {after[k]:.4f} after tuning (held out; " \
-                   f"{before[k]:.4f} before)"
+        if tuning.kept_recipe_options:
+            lines.append("kept         the recipe's options: tuning did not beat them on "
+                         "held-out sections (tuned on all: "
+                         f"{options_override(tuning.tuned_options)})")
+            headline = f"{NAMES.get(k, k)} {before[k]:.4f} with the recipe's options " \
+                       f"(held out; tuning gave {after[k]:.4f}, not kept)"
+        else:
+            lines.append(f"tuned        {options_override(tuning.options)}  (in recipe.yaml)")
+            headline = f"{NAMES.get(k, k)} {after[k]:.4f} after tuning (held out; " \
+                       f"{before[k]:.4f} before)"
     lines.append(f"model        {result.model_path}  (emkit predict --model ...)")
     exports = [str(p) for p in result.outputs]
     if exports:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from emkit.errors import InputError
+from emkit.errors import InputError, yaml_problem
 
 DESCRIPTION = """\
 Segment a boundary map or an affinity volume and write the label volume (uint64,
@@ -229,7 +229,7 @@ def recipe_options(source: str) -> tuple[str, dict, str]:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"--recipe: cannot read {str(path)!r}: {exc}") from None
+        raise InputError(f"--recipe: cannot read {str(path)!r}: {yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else exc}") from None
     section = data.get("postprocess") if isinstance(data, dict) else None
     section = section if isinstance(section, dict) else {}
     options = section.get("options") or {}
@@ -356,7 +356,7 @@ def run_blockwise(args: argparse.Namespace) -> int:
         raise InputError("--voxel-size is not available with --blockwise (INPUT's is kept)")
     summary = segment_blockwise(
         args.input, args.output.replace("{threshold}", f"{thresholds[0]:g}"),
-        block_shape=block_size(args.block_size), halo=block_size(args.halo),
+        block_shape=block_size(args.block_size), halo=block_size(args.halo, "--halo", 0),
         threshold=thresholds[0], low=args.low, high=args.high,
         size_threshold=args.size_threshold, merge_threshold=args.merge_threshold,
         dust_size=args.dust_size, workers=args.workers, scheduler=args.scheduler,

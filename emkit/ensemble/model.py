@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from emkit.errors import InputError, MissingDataError, OverwriteError
+from emkit.errors import InputError, MissingDataError, OverwriteError, yaml_problem
 
 #: The version of the ensemble file format written by :func:`save_ensemble`.
 FORMAT_VERSION = 1
@@ -194,7 +194,7 @@ def load_ensemble(path, *, verify: bool = True) -> Ensemble:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"ensemble '{path}' is not valid YAML: {exc}") from None
+        raise InputError(f"ensemble '{path}' is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(f"ensemble '{path}': expected a mapping with 'members', got {data!r}")
     unknown = sorted(set(data) - {"version", "members", "metadata"})

@@ -72,11 +72,11 @@ class EnsembleValidation(stages.ValidationPipeline):
     prediction is :func:`~emkit.ensemble.predict_ensemble`'s; segmenting and
     evaluating are the recipe's, as for a single run."""
 
-    def predict(self, ensemble):
+    def predict(self, ensemble, *, tta: bool | None = None):
         from emkit.ensemble.model import predict_ensemble
 
         return predict_ensemble(ensemble, self.raw, progress=False,
-                                 **stages.inference_options(self.recipe))
+                                 **stages.inference_options(self.recipe, tta=tta))
 
 
 def ensemble_folder(recipe, members: int, output=None) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from emkit.errors import InputError
+from emkit.errors import InputError, yaml_problem
 from emkit.recipes.registry import recipe_path
 from emkit.recipes.schema import Recipe, recipe_from_dict, recipe_to_dict
 
@@ -42,7 +42,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
-        raise InputError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+        raise InputError(f"override {text!r}: the value is not valid YAML ({yaml_problem(exc)})") from None
     return key.strip().split("."), parsed
 
 
@@ -73,7 +73,7 @@ def read_recipe_data(name_or_path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
-        raise InputError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
+        raise InputError(f"recipe {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(f"recipe {str(path)!r}: expected a mapping of sections")
     data.setdefault("name", Path(path).stem)

@@ -170,6 +170,9 @@ class InferenceConfig:
         blend: ``"bump"``, ``"gaussian"`` or ``"valid"``.
         batch_size: tiles per forward pass.
         tta: average flips and transposes.
+        final_tta: the run's final prediction (the one tuned, scored and exported) with
+            test-time augmentation, while the validations during training stay plain
+            and cheap.
     """
 
     tile_shape: list[int] | None = None
@@ -177,6 +180,7 @@ class InferenceConfig:
     blend: str = "bump"
     batch_size: int = 4
     tta: bool = False
+    final_tta: bool = False
 
 
 @dataclass

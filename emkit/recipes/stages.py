@@ -228,20 +228,25 @@ class ValidationResult:
     metrics: dict
 
 
-def inference_options(recipe) -> dict:
+def inference_options(recipe, *, tta: bool | None = None) -> dict:
     """The :func:`~emkit.inference.predict_volume` options of a recipe's ``inference`` section.
 
     Test-time augmentation of affinities needs the offsets: the sampler's, or the three
     nearest-neighbour ones when the recipe leaves them to the default.
+
+    Args:
+        recipe: the recipe.
+        tta: test-time augmentation; None: ``inference.tta``.
     """
     i = recipe.inference
+    tta = i.tta if tta is None else bool(tta)
     offsets = recipe.sampler.offsets
     if recipe.sampler.target == "affinities" and offsets is None:
         offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
     return {
         "tile_shape": None if i.tile_shape is None else tuple(i.tile_shape),
-        "overlap": i.overlap, "blend": i.blend, "batch_size": i.batch_size, "tta": i.tta,
-        "offsets": [tuple(o) for o in offsets] if (i.tta and offsets) else None,
+        "overlap": i.overlap, "blend": i.blend, "batch_size": i.batch_size, "tta": tta,
+        "offsets": [tuple(o) for o in offsets] if (tta and offsets) else None,
     }
 
 
@@ -260,10 +265,12 @@ class ValidationPipeline:
         self.labels = dataset.labels[sections]
         self.last: ValidationResult | None = None
 
-    def predict(self, model) -> np.ndarray:
+    def predict(self, model, *, tta: bool | None = None) -> np.ndarray:
+        """The prediction of the validation sections (``tta``: see :func:`inference_options`)."""
         from emkit.inference import predict_volume
 
-        return predict_volume(model, self.raw, **inference_options(self.recipe), progress=False)
+        return predict_volume(model, self.raw, **inference_options(self.recipe, tta=tta),
+                              progress=False)
 
     def segment(self, pred: np.ndarray, options: dict | None = None) -> np.ndarray:
         """The segmentation of ``pred`` with ``options`` (default the recipe's)."""
@@ -301,8 +308,9 @@ class ValidationPipeline:
         seg = self.segment(result.pred, options)
         return ValidationResult(result.pred, seg, self.evaluate(result.pred, seg))
 
-    def run(self, model) -> ValidationResult:
-        pred = self.predict(model)
+    def run(self, model, *, tta: bool | None = None) -> ValidationResult:
+        """Predict, segment and evaluate; the result is also kept as ``last``."""
+        pred = self.predict(model, tta=tta)
         seg = self.segment(pred)
         self.last = ValidationResult(pred, seg, self.evaluate(pred, seg))
         return self.last
@@ -387,7 +395,8 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
         storage=f"sqlite:///{(folder / 'optuna.db').resolve()}",
         study_prefix=f"step{step}-{digest}", seed=recipe.run.seed)
     m = tuning.metric
-    metrics = {f"tune_in_sample_{m}": tuning.in_sample}
+    metrics = {f"tune_in_sample_{m}": tuning.in_sample,
+               "tune_kept_recipe_options": float(tuning.kept_recipe_options)}
     for when, scores in (("before", tuning.before), ("after", tuning.after)):
         metrics.update({f"tune_{when}_{k}": v for k, v in scores.items()})
     tracker.log_metrics(metrics, step=step)
@@ -395,6 +404,8 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
     study_plots(tuning.study.study, folder / "plots", target_name=m.replace("_", " "))
     summary = {
         "metric": m, "direction": tuning.direction, "options": tuning.options,
+        "kept_recipe_options": tuning.kept_recipe_options,
+        "tuned_on_all_sections": tuning.tuned_options,
         "before_heldout": tuning.before, "after_heldout": tuning.after,
         "in_sample_best": tuning.in_sample,
         "validation_sections": list(data.validation_sections),

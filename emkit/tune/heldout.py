@@ -14,6 +14,10 @@
    segmentation, its exports and the ``postprocess.options`` of its ``recipe.yaml``
    (which ``emkit segment --recipe`` reads). Its own score is in-sample, so it is
    reported only as ``in_sample``, never as the run's result.
+5. Unless tuning did not pay on held-out sections: when the held-out "after" is not
+   better than the "before", tuned options fit the tuning sections and no others, and
+   the recipe's options are kept (``kept_recipe_options``). With five ISBI sections a
+   study tunes on two or three, and a well-trained map's good default can beat it.
 
 Cross-fitting costs ``folds + 1`` studies of ``n_trials`` each; on the bundled ISBI
 sections a watershed trial takes under a second.
@@ -64,6 +68,9 @@ class HeldoutTuning:
         in_sample: the all-sections study's best value (optimistic; for reference).
         folds: the :class:`Fold` list.
         study: the all-sections :class:`~emkit.tune.postprocess.TuneResult`.
+        kept_recipe_options: True when the held-out "after" did not beat the "before":
+            ``options`` are then the recipe's own.
+        tuned_options: the all-sections study's best options, kept or not.
     """
 
     metric: str
@@ -74,6 +81,13 @@ class HeldoutTuning:
     in_sample: float
     folds: list[Fold] = field(default_factory=list)
     study: object = None
+    kept_recipe_options: bool = False
+    tuned_options: dict = field(default_factory=dict)
+
+    @property
+    def result(self) -> dict:
+        """The held-out scores of the options the run goes on with."""
+        return self.before if self.kept_recipe_options else self.after
 
 
 def split_folds(sections, folds: int = 2) -> list[list[int]]:
@@ -145,11 +159,16 @@ def tune_heldout(pred, gt, *, method: str, scored_sections, base_options: dict |
         ))
     final = tune_postprocess(pred, gt, scored_sections=scored, study_name=f"{study_prefix}-all",
                              **common)
+    sizes = [len(f.scored_on) for f in found]
+    before = _weighted([f.before for f in found], sizes)
+    after = _weighted([f.after for f in found], sizes)
+    sign = 1 if OBJECTIVES[metric][0] == "maximize" else -1
+    kept = not sign * after[metric] > sign * before[metric]
     return HeldoutTuning(
-        metric=metric, direction=OBJECTIVES[metric][0], options=final.best_options,
-        before=_weighted([f.before for f in found], [len(f.scored_on) for f in found]),
-        after=_weighted([f.after for f in found], [len(f.scored_on) for f in found]),
-        in_sample=final.best_value, folds=found, study=final,
+        metric=metric, direction=OBJECTIVES[metric][0],
+        options=dict(base) if kept else final.best_options, before=before, after=after,
+        in_sample=final.best_value, folds=found, study=final, kept_recipe_options=kept,
+        tuned_options=final.best_options,
     )
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from emkit.errors import InputError
+from emkit.errors import InputError, yaml_problem
 
 #: The keys each distribution type allows (``type`` aside), and which are required.
 ALLOWED_KEYS = {
@@ -83,7 +83,7 @@ def read_space(path) -> list[Param]:
     except OSError as exc:
         raise InputError(f"search space {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"search space {str(path)!r} is not valid YAML: {exc}") from None
+        raise InputError(f"search space {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
     return parse_space(data, source=str(path))
 
 
