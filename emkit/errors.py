@@ -37,4 +37,3 @@ def yaml_problem(exc) -> str:
     if mark is None:
         return " ".join(str(problem).split())
     return f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(str(problem).split())}"
-

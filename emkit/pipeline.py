@@ -200,9 +200,11 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         fit_steps,
         global_step,
         load_checkpoint,
+        save_model_atomic,
         write_state,
     )
     from emkit.training.fit import saved_mixed_precision
+    from emkit.tune.postprocess import write_atomic
 
     folder = run_folder(recipe, output)
     plan = stages.device_plan(recipe)  # devices this machine lacks fail before the run starts
@@ -228,11 +230,12 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         if resumed and last.exists():  # a checkpoint keeps the dtype policy it was trained with
             plan = plan.with_mixed_precision(saved_mixed_precision(last))
         tracker.set_tags(describe_devices(plan))  # tags: a resumed run may move to other devices
-        net = stages.build_network(recipe, plan)
+        model = load_checkpoint(last, plan=plan) if resumed and last.exists() else None
+        # the net as built: trained as it is, or the patch classifier of a dense trainer
+        net = model if model is not None and recipe.train.mode != "dense" else \
+            stages.build_network(recipe, plan)
         export = stages.exporter(recipe, net)  # dense trainer -> patch classifier
-        if resumed and last.exists():
-            model = load_checkpoint(last, plan=plan)
-        else:
+        if model is None:
             model = stages.build_trainer(recipe, net, plan) if export.net is not None else net
         sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
         validate = stages.ValidationPipeline(recipe, data)
@@ -267,14 +270,14 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                                  if isinstance(v, (int, float))}, step=step)
         stages.log_learning_curves(tracker, folder / "learning_curves.png")
         model_path = folder / "model.keras"
-        _save_atomic(export(model), model_path)
+        save_model_atomic(export(model), model_path)
         tuning, final = None, result
         if recipe.postprocess.tune:  # the exports and recipe.yaml get the tuned options
             tuning = stages.tune_postprocessing(recipe, data, validate, folder / "tuning",
                                                 tracker, step=step)
             recipe = stages.with_options(recipe, tuning.options)
             final = validate.resegment(result, tuning.options)
-            _write_atomic(folder / "recipe.yaml", dump_recipe(recipe))
+            write_atomic(folder / "recipe.yaml", dump_recipe(recipe))
             tracker.log_artifact(folder / "recipe.yaml")
         outputs = stages.write_outputs(recipe, data, final, folder / "outputs")
         for path in (model_path, checkpoints_dir, folder / "outputs"):
@@ -286,21 +289,6 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
     return RunResult(run_id, folder, model_path, step, result.metrics,
                      stopped=budget.reason or "", resumed=resumed, outputs=outputs,
                      tuning=tuning)
-
-
-def _save_atomic(model, path: Path) -> None:
-    """``model.save`` through a temporary ``.keras`` sibling, renamed onto ``path``."""
-    from emkit.io._common import atomic_path
-
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    from emkit.io._common import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 __all__ = ["OpenRun", "RunResult", "git_commit", "open_run", "run_folder", "run_recipe"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from emkit.errors import InputError, yaml_problem
+from emkit.errors import InputError
 
 DESCRIPTION = """\
 Segment a boundary map or an affinity volume and write the label volume (uint64,
@@ -214,8 +214,7 @@ def recipe_options(source: str) -> tuple[str, dict, str]:
     """
     from pathlib import Path
 
-    import yaml
-
+    from emkit.recipes.loading import read_recipe_data
     from emkit.recipes.registry import recipe_path
 
     path = Path(source)
@@ -224,13 +223,8 @@ def recipe_options(source: str) -> tuple[str, dict, str]:
         if not path.is_file():
             raise InputError(f"--recipe {source!r}: the folder has no recipe.yaml (is it an "
                              "emkit run folder?)")
-    else:
-        path = recipe_path(source)
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"--recipe: cannot read {str(path)!r}: {yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else exc}") from None
-    section = data.get("postprocess") if isinstance(data, dict) else None
+    path = recipe_path(path if path.is_file() else source)
+    section = read_recipe_data(path).get("postprocess")
     section = section if isinstance(section, dict) else {}
     options = section.get("options") or {}
     if not isinstance(options, dict):

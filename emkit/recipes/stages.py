@@ -379,7 +379,7 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
 
     from emkit.tune.heldout import tune_heldout
     from emkit.tune.plots import study_plots
-    from emkit.tune.postprocess import options_override
+    from emkit.tune.postprocess import options_override, write_atomic
 
     p = recipe.postprocess
     folder = Path(folder)
@@ -414,7 +414,7 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
                    "options": f.options, "before": f.before, "after": f.after}
                   for f in tuning.folds],
     }
-    (folder / "heldout.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_atomic(folder / "heldout.json", json.dumps(summary, indent=2, default=float))
     for path in (folder / "plots", folder / "heldout.json"):
         if path.exists():
             tracker.log_artifact(path, "tuning" if path.is_file() else "tuning/plots")

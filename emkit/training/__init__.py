@@ -20,6 +20,7 @@ from emkit.training.callbacks import (
     Validation,
     WeightHistograms,
     global_step,
+    save_model_atomic,
 )
 from emkit.training.fit import compile_model, fit_steps, load_checkpoint, make_optimizer
 from emkit.training.losses import ChannelBCE
@@ -41,5 +42,6 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "read_state",
+    "save_model_atomic",
     "write_state",
 ]

@@ -17,7 +17,6 @@ restores, so step numbers continue across a resume.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -135,7 +134,7 @@ class Checkpoints(_Every):
 
     def save(self) -> None:
         """Writes ``last.keras`` then ``state.json``, each atomically."""
-        _save_atomic(self.model, self.last_path)
+        save_model_atomic(self.model, self.last_path)
         self.state.step = global_step(self.model)
         self.state.elapsed_minutes = self.clock.minutes()
         write_state(self.folder, self.state)
@@ -148,16 +147,19 @@ class Checkpoints(_Every):
         best = self.state.best_score
         better = best is None or (score > best if self.best_mode == "max" else score < best)
         if better:
-            _save_atomic(self.export(self.model), self.best_path)
+            save_model_atomic(self.export(self.model), self.best_path)
             self.state.best_score, self.state.best_step = float(score), int(step)
             write_state(self.folder, self.state)
         return better
 
 
-def _save_atomic(model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+def save_model_atomic(model, path: Path) -> None:
+    """``model.save`` through a temporary ``.keras`` sibling renamed onto ``path``; a
+    failed or killed save leaves ``path`` as it was."""
+    from emkit.io._common import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        model.save(tmp)
 
 
 class Validation(_Every):
@@ -246,4 +248,5 @@ __all__ = [
     "Validation",
     "WeightHistograms",
     "global_step",
+    "save_model_atomic",
 ]

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 from emkit.errors import InputError
 
-#: The values of ``train.mode``.
-MODES = ("patch", "dense")
-
 
 def dense_trainer(net, output_shape):
     """The dense form of a patch classifier with a fixed output patch, for training.
@@ -98,4 +95,4 @@ class Exporter:
         return self.net
 
 
-__all__ = ["MODES", "Exporter", "copy_weights", "dense_trainer"]
+__all__ = ["Exporter", "copy_weights", "dense_trainer"]

@@ -102,9 +102,6 @@ def overlay(raw: np.ndarray, boundaries: np.ndarray | None = None, seg: np.ndarr
     return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)
 
 
-
-
-
 def learning_curves(curves: dict, *, x_label: str = "training minutes") -> np.ndarray:
     """One panel per curve, each ``name -> [(x, y), ...]`` (e.g. validation pixel error
     against training minutes); returns an RGB uint8 image."""
