@@ -366,7 +366,7 @@ def run_train(args) -> dict:
         state = TrainState(run_id="benchmarks-gpu", recipe=recipe.name)
     with plan.run_scope():
         model = load_checkpoint(last, plan=plan) if resumed else stages.build_network(recipe, plan)
-        sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
+        sampler = stages.build_sampler(recipe, data, model)
         t = recipe.train
         clock = Clock(state.elapsed_minutes)
         max_steps = state.step + args.steps if args.steps else t.max_steps
@@ -376,7 +376,7 @@ def run_train(args) -> dict:
         first_step = state.step
         train_start = time.monotonic()
         fit_steps(model, sampler, max_steps=max_steps, steps_done=state.step,
-                  initial_epoch=state.epoch, checkpoints=checkpoints,
+                  checkpoints=checkpoints,
                   callbacks=[budget, LossLogger(log, min(t.log_every, 50), clock), checkpoints])
         train_seconds = time.monotonic() - train_start
         checkpoints.set_model(model)

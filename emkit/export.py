@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError, OverwriteError
+from emkit.io._common import make_parent
 
 FORMATS = ("isbi2012", "snemi3d", "cremi")
 #: CREMI's voxel size (nm, z, y, x), the default for :func:`export_cremi`.
@@ -143,7 +144,7 @@ def export_cremi(
     path = _target(path, overwrite)
     if path.suffix.lower() not in (".hdf", ".h5", ".hdf5"):
         raise InputError(f"a CREMI file must end in .hdf, .h5 or .hdf5, got '{path}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     attrs = {"voxel_size_nm": voxel_size_nm, "offset_nm": offset_nm}
     # Both datasets go into a file in a temporary folder beside the target, which is
     # moved into place only once complete.

@@ -74,20 +74,28 @@ def run_folder(recipe: Recipe, output=None) -> Path:
     return Path(recipe.run.output_root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _claim_folder(folder: Path, *, resume: bool, overwrite: bool):
-    """The state to resume from (or None), after the overwrite rules."""
+def _claim_folder(folder: Path, *, resume: bool, overwrite: bool, tracker):
+    """The state to resume from (or None), after the overwrite rules.
+
+    An unfinished run is resumed, even one killed before its first checkpoint (its
+    ``state.json`` is written when it starts). A run that ``overwrite`` replaces while it
+    was unfinished has its tracking run ended as KILLED, so that none stays RUNNING.
+    """
     from emkit.training import read_state
 
     state = read_state(folder / "checkpoints")
-    if state is not None and (not state.finished or resume):
+    if state is not None and (resume if state.finished else not overwrite):
         return state
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(p.is_file() for p in folder.rglob("*")):
         if not overwrite:
             what = "a finished run" if state is not None else "files"
             raise OverwriteError(
                 f"output folder {str(folder)!r} holds {what}; pass --overwrite to replace it"
                 + (" or --resume to train it further" if state is not None else "")
             )
+        if state is not None and not state.finished:
+            tracker.end_run(state.run_id, "KILLED")
+    if folder.exists():
         shutil.rmtree(folder)
     return None
 
@@ -98,49 +106,58 @@ class OpenRun:
 
     Attributes:
         folder: the run folder.
-        state: the ``state.json`` to resume from (``finished`` reset to False), or
-            None for a new run.
+        state: the run's ``state.json``: the one resumed from (``finished`` reset to
+            False), or a new one at step 0.
         tracker: the tracker, its run started.
         run_id: the tracking run.
+        resumed: True when the folder held the run already.
     """
 
     folder: Path
     state: Any
     tracker: Any
     run_id: str
-
-    @property
-    def resumed(self) -> bool:
-        return self.state is not None
+    resumed: bool
 
     @property
     def checkpoints_dir(self) -> Path:
         return self.folder / "checkpoints"
 
 
-def open_run(recipe, folder: Path, recipe_text: str, *, resume: bool, overwrite: bool,
-             tracker=None, parent_run_id: str | None = None) -> OpenRun:
+def open_run(recipe, folder: Path, recipe_text: str, *, params: dict, resume: bool,
+             overwrite: bool, tracker=None, parent_run_id: str | None = None) -> OpenRun:
     """Claims ``folder`` (:func:`_claim_folder`), creates ``checkpoints/``, starts the
     tracking run (or continues the resumed one) and writes ``recipe_text`` to
     ``recipe.yaml`` (``recipe-resume-<step>.yaml`` on a resume) as an artifact.
+
+    A new run logs ``params`` and writes its ``state.json`` at once, so that a kill at
+    any later point leaves a run that the same command resumes.
 
     Shared by :func:`run_recipe` and :func:`emkit.align.learned.train_aligner`; ``recipe``
     needs ``tracking.uri`` and ``tracking.experiment``.
     """
     from emkit.tracking import MlflowTracker
+    from emkit.training import TrainState, write_state
 
-    state = _claim_folder(folder, resume=resume, overwrite=overwrite)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} is a file; --output takes the run's "
+                         "folder (new, or one that holds a run)")
+    tracker = tracker or MlflowTracker(recipe.tracking.uri)
+    state = _claim_folder(folder, resume=resume, overwrite=overwrite, tracker=tracker)
     resumed = state is not None
     if resumed:
         state.finished = False
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    tracker = tracker or MlflowTracker(recipe.tracking.uri)
     run_id = tracker.start(experiment=recipe.tracking.experiment, run_name=folder.name,
                            run_id=state.run_id if resumed else None, parent_run_id=parent_run_id)
+    if not resumed:
+        tracker.log_params(params)
+        state = TrainState(run_id=run_id, recipe=recipe.name)
+        write_state(folder / "checkpoints", state)
     recipe_file = folder / ("recipe.yaml" if not resumed else f"recipe-resume-{state.step}.yaml")
     recipe_file.write_text(recipe_text)
     tracker.log_artifact(recipe_file)
-    return OpenRun(folder, state, tracker, run_id)
+    return OpenRun(folder, state, tracker, run_id, resumed)
 
 
 def git_commit() -> str:
@@ -194,7 +211,6 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         Clock,
         LayerVisualization,
         LossLogger,
-        TrainState,
         Validation,
         WeightHistograms,
         fit_steps,
@@ -208,8 +224,9 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
 
     folder = run_folder(recipe, output)
     plan = stages.device_plan(recipe)  # devices this machine lacks fail before the run starts
-    opened = open_run(recipe, folder, dump_recipe(recipe), resume=resume, overwrite=overwrite,
-                      tracker=tracker, parent_run_id=parent_run_id)
+    opened = open_run(recipe, folder, dump_recipe(recipe), params=flatten(recipe_to_dict(recipe)),
+                      resume=resume, overwrite=overwrite, tracker=tracker,
+                      parent_run_id=parent_run_id)
     state, resumed, tracker, run_id = opened.state, opened.resumed, opened.tracker, opened.run_id
     checkpoints_dir = opened.checkpoints_dir
     with ends_run_on_error(tracker):
@@ -219,10 +236,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                 f"postprocess.tune needs at least 2 labelled validation sections (it tunes on "
                 f"some and scores the others); {recipe.name} has {len(data.scored_sections)}. "
                 "Set postprocess.tune=false or validate on more sections")
-        if not resumed:
-            state = TrainState(run_id=run_id, recipe=recipe.name)
-            write_state(checkpoints_dir, state)
-            tracker.log_params(flatten(recipe_to_dict(recipe)))
+        if state.step == 0:
             tracker.set_tags({"emkit.recipe": recipe.name, "emkit.output_dir": str(folder.resolve()),
                               "git_commit": git_commit(),
                               **{f"data.{k}": v for k, v in data.checksums.items()}})
@@ -237,7 +251,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         export = stages.exporter(recipe, net)  # dense trainer -> patch classifier
         if model is None:
             model = stages.build_trainer(recipe, net, plan) if export.net is not None else net
-        sampler = stages.build_sampler(recipe, data, model, epoch=state.epoch)
+        sampler = stages.build_sampler(recipe, data, model)
         validate = stages.ValidationPipeline(recipe, data)
         t = recipe.train
         clock = Clock(state.elapsed_minutes)
@@ -250,9 +264,11 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                                 clock=clock)
         with plan.run_scope():
             fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
-                      initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose,
+                      checkpoints=checkpoints, verbose=verbose,
                       callbacks=[
-                          budget, LossLogger(tracker, t.log_every, clock), checkpoints, validation,
+                          # validation before the checkpoint of the same step: a kill
+                          # during a validation resumes before it, and it runs again
+                          budget, LossLogger(tracker, t.log_every, clock), validation, checkpoints,
                           WeightHistograms(tracker, t.histogram_every),
                           LayerVisualization(tracker, t.visualize_every,
                                              stages.fixed_input(sampler)),

@@ -48,6 +48,11 @@ def _sqlite_folder(uri: str) -> Path | None:
     return folder
 
 
+#: The experiment tag that MLflow 3's UI reads to open an experiment in its model-training
+#: view (runs, metric charts) rather than its GenAI overview of traces.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 class MemoryTracker:
     """A tracker that keeps everything in memory (tests, dry runs).
 
@@ -58,6 +63,7 @@ class MemoryTracker:
         images: list of ``(key, step, shape)``.
         tags: dict of tags.
         status: the status given to :meth:`finish`, or None while running.
+        ended: run id -> status, for the runs :meth:`end_run` ended.
     """
 
     def __init__(self):
@@ -68,6 +74,8 @@ class MemoryTracker:
         self.images: list = []
         self.tags: dict = {}
         self.status = None
+        self.ended: dict[str, str] = {}
+        self._logged = _Logged({})
 
     def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
               parent_run_id: str | None = None) -> str:
@@ -75,13 +83,15 @@ class MemoryTracker:
         self.status = None
         if parent_run_id is not None and run_id is None:
             self.tags[PARENT_TAG] = parent_run_id
+        self._logged = _Logged({k: max((s for s, _ in v), default=-1)
+                                for k, v in self.metrics.items()} if run_id else {})
         return self.run_id
 
     def log_params(self, params: dict) -> None:
         self.params.update(params)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
-        for key, value in metrics.items():
+        for key, value in self._logged.new(metrics, step).items():
             self.metrics.setdefault(key, []).append((step, float(value)))
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
@@ -92,13 +102,17 @@ class MemoryTracker:
         self.artifacts.append((str(path), artifact_path))
 
     def log_image(self, image, *, key: str, step: int) -> None:
-        self.images.append((key, step, tuple(image.shape)))
+        if step > self._logged.last_step:
+            self.images.append((key, step, tuple(image.shape)))
 
     def set_tags(self, tags: dict) -> None:
         self.tags.update(tags)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.status = status
+
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        self.ended[run_id] = status
 
 
 class MlflowTracker:
@@ -116,6 +130,7 @@ class MlflowTracker:
         self._folder = _sqlite_folder(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = None
+        self._logged = _Logged({})
 
     def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
               parent_run_id: str | None = None) -> str:
@@ -124,7 +139,9 @@ class MlflowTracker:
         Args:
             experiment: the experiment's name (created if new).
             run_name: the new run's name.
-            run_id: continue this run instead (status back to RUNNING).
+            run_id: continue this run instead (status back to RUNNING). Metric points
+                at steps it already logged, up to the step where it stopped, are not
+                logged again (see :class:`_Logged`).
             parent_run_id: make the new run a child of this one (MLflow's nested runs:
                 the UI shows it under its parent; tuning trials, ensemble members).
 
@@ -134,7 +151,12 @@ class MlflowTracker:
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
+            keys = self.client.get_run(run_id).data.metrics
+            self._logged = _Logged({k: max((int(m.step) for m in
+                                            self.client.get_metric_history(run_id, k)), default=-1)
+                                    for k in keys})
             return run_id
+        self._logged = _Logged({})
         experiment_id = self._experiment_id(experiment)
         tags = {PARENT_TAG: parent_run_id} if parent_run_id is not None else None
         run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -151,12 +173,15 @@ class MlflowTracker:
 
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if EXPERIMENT_KIND[0] not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
             return found.experiment_id
         location = None
         if self._folder is not None:
             location = (self._folder / "artifacts").resolve().as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags=dict([EXPERIMENT_KIND]))
         except MlflowException:
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -174,7 +199,8 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        items = [Metric(k, float(v), now, int(step))
+                 for k, v in self._logged.new(metrics, step).items() if v is not None]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
@@ -191,7 +217,8 @@ class MlflowTracker:
             self.client.log_artifact(self.run_id, path, artifact_path)
 
     def log_image(self, image, *, key: str, step: int) -> None:
-        self.client.log_image(self.run_id, image, key=key, step=int(step))
+        if step > self._logged.last_step:
+            self.client.log_image(self.run_id, image, key=key, step=int(step))
 
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
@@ -200,6 +227,38 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         """Ends the run: ``"FINISHED"``, ``"KILLED"`` (interrupted; resumable) or ``"FAILED"``."""
         self.client.set_terminated(self.run_id, status=status)
+
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        """Ends another run that is still RUNNING (one a killed process left); a run that
+        has ended, or that the store does not hold, is left as it is."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status=status)
+        except MlflowException:
+            pass
+
+
+class _Logged:
+    """The last step of each metric that a continued run logged before it stopped.
+
+    A run resumed from a checkpoint at step ``c`` retrains steps ``c+1 ...`` that it
+    may have logged before it was killed. Training resumes exactly
+    (:func:`emkit.training.fit_steps`), so those points would repeat what is logged;
+    they are dropped, and each metric keeps one point per step. Images are dropped
+    up to the last step that any metric reached.
+    """
+
+    def __init__(self, last: dict[str, int]):
+        self.last = dict(last)
+        self.last_step = max(self.last.values(), default=-1)
+
+    def new(self, metrics: dict, step: int) -> dict:
+        """The items of ``metrics`` not yet logged at ``step``."""
+        if not self.last:
+            return metrics
+        return {k: v for k, v in metrics.items() if step > self.last.get(k, -1)}
 
 
 @contextmanager

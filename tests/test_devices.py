@@ -130,7 +130,7 @@ def _train_steps(model, steps, seed=0):
         def __getitem__(self, index):
             return x, y, np.ones_like(y)
 
-    return fit_steps(model, Batches(), max_steps=steps, steps_done=0, initial_epoch=0,
+    return fit_steps(model, Batches(), max_steps=steps, steps_done=0,
                      callbacks=[Budget(steps, None, Clock())]), x
 
 
@@ -225,7 +225,7 @@ for n in (1, 2):
         model = build_network(recipe, plan)
         before = model.get_weights()
         batch = build_sampler(recipe, data, model)[0]
-        fit_steps(model, OneBatch(batch), max_steps=1, steps_done=0, initial_epoch=0,
+        fit_steps(model, OneBatch(batch), max_steps=1, steps_done=0,
                   callbacks=[Budget(1, None, Clock())])
     weights[n] = model.get_weights()
     result[f"strategy{n}"] = plan.strategy

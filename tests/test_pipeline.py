@@ -24,6 +24,11 @@ COMMON = [
 
 
 def tiny_recipe(name, shared_data, *extra):
+    return load_recipe(name, [*tiny_overrides(name, shared_data), *extra])
+
+
+def tiny_overrides(name, shared_data):
+    """The overrides that make recipe ``name`` tiny (2 steps, tiny crops and net)."""
     base = load_recipe(name)
     ndim3 = base.sampler.target == "affinities"
     overrides = [*COMMON, *TINY[base.model.architecture], f"data.root={shared_data}",
@@ -33,7 +38,7 @@ def tiny_recipe(name, shared_data, *extra):
         overrides += [f"data.name={STAND_IN[base.data.name]}", "data.options={}"]
         if STAND_IN[base.data.name] == "cremi_c_crop":  # one labelled section: nothing to
             overrides += ["data.validation_sections=[]", "postprocess.tune=false"]  # hold out
-    return load_recipe(name, [*overrides, *extra])
+    return overrides
 
 
 # Align recipes (task: align) train an aligner, not a segmentation: tests/test_align_learned.py.

@@ -66,7 +66,7 @@ def test_budget_stops_at_max_steps_and_checkpoint_resumes(tmp_path):
     clock = Clock()
     checkpoints = Checkpoints(tmp_path, state, 2, clock, best_metric="score")
     budget = Budget(5, None, clock)
-    fit_steps(model, _Data(), max_steps=5, steps_done=0, initial_epoch=0,
+    fit_steps(model, _Data(), max_steps=5, steps_done=0,
               callbacks=[budget, checkpoints])
     assert global_step(model) == 5 and budget.reason == "reached train.max_steps=5"
     assert read_state(tmp_path).step == 5
@@ -74,7 +74,7 @@ def test_budget_stops_at_max_steps_and_checkpoint_resumes(tmp_path):
     assert global_step(resumed) == 5  # optimizer state came back
     assert checkpoints.consider({"score": 0.3}, 5) and not checkpoints.consider({"score": 0.2}, 6)
     assert read_state(tmp_path).best_score == 0.3 and (tmp_path / "best.keras").exists()
-    fit_steps(resumed, _Data(), max_steps=7, steps_done=5, initial_epoch=2,
+    fit_steps(resumed, _Data(), max_steps=7, steps_done=5,
               callbacks=[Budget(7, None, clock)])
     assert global_step(resumed) == 7
 
@@ -82,5 +82,5 @@ def test_budget_stops_at_max_steps_and_checkpoint_resumes(tmp_path):
 def test_budget_by_minutes():
     model = _model()
     budget = Budget(1000, 1e-9, Clock(minutes_before=1.0))
-    fit_steps(model, _Data(), max_steps=1000, steps_done=0, initial_epoch=0, callbacks=[budget])
+    fit_steps(model, _Data(), max_steps=1000, steps_done=0, callbacks=[budget])
     assert global_step(model) == 1 and "max_minutes" in budget.reason

@@ -168,7 +168,8 @@ def test_a_clearly_worse_trial_is_pruned_and_its_run_killed(shared_data, tmp_pat
     info = run_info(uri, bad.user_attrs["run_id"])
     assert info["status"] == "KILLED" and info["tags"][PARENT_TAG] == result.parent_run_id
     state = read_state(tmp_path / "runs" / "tune-prune" / "trial-1" / "checkpoints")
-    assert state.step == 1 and not state.finished
+    # pruned by the validation of step 1, which runs before that step's checkpoint
+    assert state.step == 0 and not state.finished
     assert (result.n_complete, result.n_pruned) == (1, 1)
     assert result.best_value == good.value and result.best_overrides == ["evaluation.threshold=1.0"]
     assert run_info(uri, result.parent_run_id)["metrics"]["n_pruned"] == 1

@@ -232,7 +232,6 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
         Checkpoints,
         Clock,
         LossLogger,
-        TrainState,
         Validation,
         fit_steps,
         global_step,
@@ -243,16 +242,13 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
     folder = run_folder(recipe, output)
     recipe_text = yaml.safe_dump(align_recipe_to_dict(recipe), sort_keys=False,
                                  default_flow_style=None)
-    opened = open_run(recipe, folder, recipe_text, resume=resume, overwrite=overwrite,
-                      tracker=tracker)
+    opened = open_run(recipe, folder, recipe_text, params=flatten(align_recipe_to_dict(recipe)),
+                      resume=resume, overwrite=overwrite, tracker=tracker)
     state, resumed, tracker, run_id = opened.state, opened.resumed, opened.tracker, opened.run_id
     checkpoints_dir = opened.checkpoints_dir
     with ends_run_on_error(tracker):
         stack, checksums = load_training_stack(recipe)
-        if not resumed:
-            state = TrainState(run_id=run_id, recipe=recipe.name)
-            write_state(checkpoints_dir, state)
-            tracker.log_params(flatten(align_recipe_to_dict(recipe)))
+        if state.step == 0:
             tracker.set_tags({"emkit.recipe": recipe.name, "emkit.task": "align",
                               "emkit.output_dir": str(folder.resolve()), "git_commit": git_commit(),
                               **{f"data.{k}": v for k, v in checksums.items()}})
@@ -271,7 +267,7 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
         motions = dataclasses.asdict(recipe.motions)
         sampler = PairSampler(stack, crop=recipe.data.crop, motions=motions,
                               batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,
-                              seed=recipe.run.seed, epoch=state.epoch)
+                              seed=recipe.run.seed)
         validate = validation_function(stack, crop=recipe.data.crop, motions=motions,
                                        pairs=t.validation_pairs, seed=recipe.run.seed + 1,
                                        kind=m.transform, ncc_kind=recipe.loss.ncc,
@@ -282,9 +278,9 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
         budget = Budget(t.max_steps, t.max_minutes, clock)
         validation = Validation(validate, tracker, t.validate_every, checkpoints)
         fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
-                  initial_epoch=state.epoch, checkpoints=checkpoints, verbose=verbose,
-                  callbacks=[budget, LossLogger(tracker, t.log_every, clock), checkpoints,
-                             validation])
+                  checkpoints=checkpoints, verbose=verbose,
+                  callbacks=[budget, LossLogger(tracker, t.log_every, clock), validation,
+                             checkpoints])
         checkpoints.set_model(model)
         checkpoints.save()
         step = global_step(model)

@@ -199,12 +199,7 @@ def _cached_model(path: str, stamp):
 
             for old in [k for k in _MODELS if k[0] == path]:
                 del _MODELS[old]
-            try:
-                model = load_model(path, compile=False)
-            except (ValueError, OSError, KeyError, TypeError) as exc:
-                if isinstance(exc, (InputError, FileNotFoundError)):
-                    raise
-                raise InputError(f"--model: '{path}' is not a Keras model file ({exc})") from exc
+            model = load_model(path, compile=False)
             _MODELS[key] = (model, threading.Lock())
         return _MODELS[key]
 

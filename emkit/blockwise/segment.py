@@ -113,10 +113,11 @@ def segment_blockwise(
     """
     start = time.perf_counter()
     volume = store.open_chunked(affs, ndim=4, role="affinities")
-    if volume.shape[0] < 3:
+    if volume.shape[0] < 3 or volume.shape[-1] <= 3:
         raise InputError(
-            f"affinities '{volume.spec}' have shape {volume.shape}: expected channels first "
-            "(c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1)"
+            f"affinities '{volume.spec}' have shape {tuple(volume.shape)}: expected channels "
+            "first (c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1), "
+            "and more than 3 voxels along x (channels last, (z, y, x, c), is not read)"
         )
     if volume.dtype != np.uint8 and volume.dtype.kind != "f":
         raise InputError(f"affinities '{volume.spec}' have dtype {volume.dtype}; expected "

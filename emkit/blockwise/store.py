@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 
 from emkit.errors import InputError, OverwriteError
 from emkit.io import open_volume, parse_spec
-from emkit.io._common import remove, temp_sibling
+from emkit.io._common import remove, sweep_stale_temps, temp_name, temp_sibling
 from emkit.io._hdf5 import atomic_key
 from emkit.io.volume import Volume
 
@@ -167,6 +166,7 @@ def start_job(output, params: dict, *, overwrite: bool) -> tuple[Path, bool]:
         except (OSError, ValueError):
             previous = None
         if previous == params:
+            sweep_stale_temps(folder)
             return folder, True
         if not overwrite:
             raise InputError(
@@ -187,9 +187,15 @@ def _differences(old, new) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "none"
 
 
+def _temp(path: Path) -> Path:
+    """A temporary sibling of a job file. Jobs write many; the stale ones a killed job
+    left are swept once, when it resumes (:func:`start_job`), not at each write."""
+    return path.with_name(temp_name(path.stem, path.suffix))
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Writes a small text file atomically: a temporary sibling renamed onto ``path``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = _temp(path)
     try:
         with open(tmp, "w") as f:
             f.write(text)
@@ -202,7 +208,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def save_npz_atomic(path: Path, **arrays) -> None:
     """Saves arrays to ``path`` (.npz) atomically."""
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.npz")
+    tmp = _temp(path)
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
@@ -212,7 +218,7 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 
 def save_npy_atomic(path: Path, array) -> None:
     """Saves one array to ``path`` (.npy, memory-mappable) atomically."""
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.npy")
+    tmp = _temp(path)
     try:
         np.save(tmp, array)
         os.replace(tmp, path)

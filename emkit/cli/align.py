@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 
+from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError
 
 EPILOG = """\
@@ -71,9 +72,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_p.add_argument("--drift-sigma", type=float, default=10.0, metavar="S",
                        help="remove the trend over z of width S sections (0: keep the whole "
                             "chain; default 10)")
-    run_p.add_argument("--upsample", type=int, default=20,
+    run_p.add_argument("--upsample", type=int_at_least(1), default=20,
                        help="sub-pixel precision 1/N pixel (default 20)")
-    run_p.add_argument("--block-size", type=int, metavar="PX",
+    run_p.add_argument("--block-size", type=int_at_least(1), metavar="PX",
                        help="block edge for --refine (default: a quarter of the section)")
     run_p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run_p.set_defaults(func=run_align)
@@ -92,7 +93,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--output", help="the run folder (default runs/<recipe>-<time>); a "
                                         "folder with an unfinished run is resumed")
     train.add_argument("--resume", action="store_true", help="train a finished --output run further")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run's folder")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start the --output folder afresh, deleting the run in it (an "
+                            "unfinished run's MLflow run is ended as KILLED)")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
     train.set_defaults(func=run_train)
 
@@ -116,7 +119,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                 ("--rotation-deg", 0.5, "rotation sigma, degrees"),
                                 ("--elastic-px", 1.0, "elastic control vector sigma, pixels")):
         mis.add_argument(flag, type=float, default=default, help=f"{text} (default {default})")
-    mis.add_argument("--elastic-grid", type=int, default=4, help="elastic control grid (default 4)")
+    mis.add_argument("--elastic-grid", type=int_at_least(2), default=4, help="elastic control grid (default 4)")
     mis.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     mis.set_defaults(func=run_misalign)
 

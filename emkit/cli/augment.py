@@ -12,6 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError, OverwriteError, yaml_problem
 
 DESCRIPTION = """\
@@ -20,7 +21,12 @@ raw (the same window, not augmented), augmented input, target and weight. 3D sam
 the section with the most weight (a labelled one for sparse labels); a target smaller than the input (valid convolutions) is drawn in
 the middle of a grey input-sized tile, where it lies; affinities show channels 1-3 as RGB.
 
-RECIPE is a YAML file with these keys (all optional but dataset and a model or shapes):
+RECIPE is a shipped recipe's name or a recipe file, with the same meaning as in `emkit
+recipe run` (--set KEY=VALUE and --root apply too): the grid then shows what that
+recipe's training sampler produces, its data, model windows, targets and augmentations.
+
+RECIPE may also be a short preview file with these keys (all optional but dataset and a
+model or shapes):
 
   dataset: isbi2012            # a name from `emkit data list`
   sections: train              # train | validation | all (split: the data set's default)
@@ -38,13 +44,15 @@ RECIPE is a YAML file with these keys (all optional but dataset and a model or s
   max_defects: 1               # at most one EM defect per sample
   seed: 0
 
-Unknown keys are errors. Without RECIPE, give --dataset and --augment (and --model or
---input-shape/--output-shape) instead.
+A file with a `dataset` key is read as a preview file; its unknown keys are errors.
+Without RECIPE, give --dataset and --augment (and --model or --input-shape/--output-shape).
 """
 
 EPILOG = """\
 examples:
-  emkit augment preview recipe.yaml --out grid.png
+  emkit augment preview isbi_n4 --out grid.png
+  emkit augment preview medulla_unet3d_cpu --root ../shared/data --set run.seed=3 --out grid3d.png
+  emkit augment preview preview.yaml --out grid.png
   emkit augment preview --dataset isbi2012 --model n4 --augment flip,rot90,elastic,blur \\
       --out grid.png
   emkit augment preview --dataset isbi2012 --input-shape 16,128,128 --output-shape 16,128,128 \\
@@ -83,7 +91,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    preview.add_argument("recipe", metavar="RECIPE", nargs="?", help="recipe YAML file")
+    preview.add_argument("recipe", metavar="RECIPE", nargs="?",
+                         help="a shipped recipe's name, a recipe file or a preview file")
+    preview.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                         metavar="KEY=VALUE", help="override recipe keys (a recipe RECIPE)")
     preview.add_argument("--out", required=True, metavar="PNG", help="the PNG to write")
     preview.add_argument("--samples", type=int, default=4, help="rows (default 4)")
     preview.add_argument("--seed", type=int, help="sample seed (default: recipe's, else 0)")
@@ -96,7 +107,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     preview.add_argument(
         "--augment", metavar="A,B", help="comma-separated augmentation names, default keys"
     )
-    preview.add_argument("--max-defects", type=int, help="EM defects per sample at most")
+    preview.add_argument("--max-defects", type=int_at_least(0), help="EM defects per sample at most")
     preview.add_argument("--force", action="store_true", help="overwrite --out")
     listing = commands.add_parser("list", help="list augmentations and their recipe keys")
     listing.set_defaults(func=run)
@@ -114,11 +125,16 @@ def run(args) -> int:
         return 2
     if args.samples < 1:
         raise InputError(f"--samples: expected an int >= 1, got {args.samples}")
-    recipe = recipe_from_args(args)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise OverwriteError(f"'{out}' exists; pass --force to overwrite it")
-    rows = preview_samples(recipe, samples=args.samples, root=args.root)
+    if args.recipe and is_full_recipe(args.recipe):
+        rows = preview_rows(recipe_sampler(args), args.samples)
+    else:
+        if args.overrides:
+            raise InputError("--set applies to a recipe (a shipped name or a recipe file), "
+                             "not to a preview file or --dataset")
+        rows = preview_samples(recipe_from_args(args), samples=args.samples, root=args.root)
     write_grid(rows, out)
     print(f"wrote {out} ({len(rows)} samples)")
     return 0
@@ -138,6 +154,44 @@ def list_augmentations() -> int:
 
 
 # ---------------------------------------------------------------------------- recipe
+
+
+def is_full_recipe(name_or_path) -> bool:
+    """True for a shipped recipe's name or a recipe file (one without a ``dataset`` key)."""
+    import yaml
+
+    from emkit.recipes import RECIPES
+
+    if name_or_path in RECIPES:
+        return True
+    path = Path(name_or_path)
+    if not path.is_file():
+        return False
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return False  # read_recipe names the problem
+    return isinstance(data, dict) and "dataset" not in data
+
+
+def recipe_sampler(args):
+    """The training sampler of a recipe, built as ``emkit recipe run`` builds it."""
+    from emkit.recipes import load_recipe, stages
+
+    overrides = [*args.overrides, *([f"data.root={args.root}"] if args.root else []),
+                 *([f"run.seed={args.seed}"] if args.seed is not None else [])]
+    for option in ("dataset", "model", "input_shape", "output_shape", "target", "augment",
+                   "max_defects"):
+        if getattr(args, option) is not None:
+            raise InputError(f"--{option.replace('_', '-')} applies to a preview file or to "
+                             f"no RECIPE; for the recipe {args.recipe!r} use --set instead")
+    recipe = load_recipe(args.recipe, overrides, segmentation_only=True)
+    data = stages.prepare_data(recipe)
+    plan = stages.device_plan(recipe)
+    net = stages.build_network(recipe, plan)
+    export = stages.exporter(recipe, net)
+    model = stages.build_trainer(recipe, net, plan) if export.net is not None else net
+    return stages.build_sampler(recipe, data, model)
 
 
 def read_recipe(path) -> dict:
@@ -226,7 +280,6 @@ def preview_samples(recipe: dict, *, samples: int = 4, root=None):
         C) and ``weight`` (Y', X', C); for 3D samples, the output section with the most
         weight and the input section at its depth.
     """
-    import numpy as np
 
     from emkit.datasets import load_dataset, split_sections
     from emkit.sampling import PatchSampler
@@ -240,7 +293,7 @@ def preview_samples(recipe: dict, *, samples: int = 4, root=None):
         split = split_sections(dataset)
         sections = split.train if which == "train" else split.validation
     model = recipe_model(recipe)
-    sampler = PatchSampler.from_dataset(
+    return preview_rows(PatchSampler.from_dataset(
         dataset, model, sections=sections,
         target=recipe.get("target", "boundaries"),
         offsets=recipe.get("offsets"),
@@ -251,7 +304,14 @@ def preview_samples(recipe: dict, *, samples: int = 4, root=None):
         seed=recipe.get("seed", 0),
         batch_size=1,
         batches_per_epoch=max(samples, 1),
-    )
+    ), samples)
+
+
+def preview_rows(sampler, samples: int):
+    """Samples ``0 .. samples - 1`` of a sampler, without and with augmentation (see
+    :func:`preview_samples`)."""
+    import numpy as np
+
     rows = []
     for i in range(samples):
         bare = sampler.sample(i, augment=False)

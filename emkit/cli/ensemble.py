@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError, OverwriteError
 
 _MAIN_METRICS = ("pixel_error", "rand_error", "rand_split", "rand_merge", "v_rand", "v_info",
@@ -94,7 +95,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog="example: emkit ensemble train isbi_vd2d --members 5 --set train.max_minutes=9",
     )
     train.add_argument("recipe", help="a shipped recipe name or a .yaml path")
-    train.add_argument("--members", type=int, required=True, metavar="K",
+    train.add_argument("--members", type=int_at_least(1), required=True, metavar="K",
                        help="the number of members")
     train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key for every member, e.g. "
@@ -189,10 +190,13 @@ def run_predict(args) -> int:
 
 
 def run_create(args) -> int:
-    from emkit.ensemble import save_ensemble
+    from emkit.ensemble import check_members, load_members, save_ensemble
 
     _check_save(args.output, args.overwrite)
     ensemble = _build(args)
+    # Load every member now, so that a file that is not a model, or members that
+    # cannot be averaged, fail here and not at the first prediction.
+    check_members(load_members(ensemble), [f"'{p}'" for p in ensemble.paths])
     save_ensemble(ensemble, args.output, overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {args.output}: {len(ensemble.members)} members, weights "

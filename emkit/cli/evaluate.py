@@ -158,6 +158,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"GT {args.gt!r} holds floats ({gt.dtype}); ground truth must be integer labels"
         )
+    if gt.size == 0:
+        raise InputError(f"GT {args.gt!r} is empty (shape {gt.shape}): nothing to score")
+    if not np.any(gt):
+        raise InputError(
+            f"GT {args.gt!r} has no labelled voxel: every value is 0, which means unlabelled "
+            "(or membrane, for ISBI labels), so nothing would be scored"
+        )
     result = evaluate(
         pred,
         gt,

@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 
+from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError, yaml_problem
 
 _BLENDS = ("bump", "gaussian", "valid")
@@ -67,7 +68,7 @@ def add_blockwise_arguments(parser, *, default_block: str) -> None:
                        help="process block by block on Dask (input and output: .zarr or .h5)")
     group.add_argument("--block-size", default=default_block, metavar="Z,Y,X",
                        help=f"write region of a block, N or Z,Y,X (default: {default_block})")
-    group.add_argument("--workers", type=int, default=1, metavar="N",
+    group.add_argument("--workers", type=int_at_least(1), default=1, metavar="N",
                        help="local Dask worker processes (default: 1)")
     group.add_argument("--scheduler", metavar="ADDRESS",
                        help="address of a running Dask scheduler, e.g. tcp://host:8786 "
@@ -181,10 +182,16 @@ def check_tiling_arguments(args) -> None:
     args.tile = _ints(args.tile, "--tile") if isinstance(args.tile, str) else args.tile
     if isinstance(args.overlap, str):
         args.overlap = _ints(args.overlap, "--overlap")
+        if min(args.overlap) < 0:
+            raise InputError(f"--overlap: expected output voxels >= 0, N or Z,Y,X; got "
+                             f"{','.join(map(str, args.overlap))}")
         if len(args.overlap) == 1:
             args.overlap = args.overlap[0]
     if args.offsets and isinstance(args.offsets[0], str):
         args.offsets = [_ints(o, "--offsets") for o in args.offsets]
+        if any(len(o) != 3 for o in args.offsets):
+            raise InputError("--offsets: expected Z,Y,X per channel, e.g. --offsets 1,0,0 0,1,0 "
+                             f"0,0,1; got {' '.join(','.join(map(str, o)) for o in args.offsets)}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size: expected an int >= 1, got {args.batch_size}")
 
@@ -223,6 +230,9 @@ def predict_to_output(predictor, raw, args, *, model_path=None) -> int:
         raw = preprocess(np.asarray(raw[...]), method=method, **options)
 
     offsets = args.offsets
+    if offsets is not None and len(offsets) != channels:
+        raise InputError(f"--offsets: {name} has {channels} output channel(s); got "
+                         f"{len(offsets)} offset(s), one per channel is needed")
     if args.tta and offsets is None and channels > 1:
         if channels != 3:
             raise InputError(
@@ -231,6 +241,13 @@ def predict_to_output(predictor, raw, args, *, model_path=None) -> int:
             )
         offsets = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
     spatial = raw.shape if in_channels == 1 else raw.shape[:-1]
+    if len(spatial) not in (2, 3) or min(spatial, default=0) < 1:
+        layout = "(z, y, x) or (y, x)" if in_channels == 1 else \
+            f"(z, y, x, {in_channels}) or (y, x, {in_channels}), channels last"
+        raise InputError(
+            f"--input '{args.input}' has shape {tuple(raw.shape)}; {name} takes "
+            f"{in_channels} input channel(s): expected a non-empty {layout} volume"
+        )
     tiling = {"tile_shape": args.tile, "overlap": args.overlap, "blend": args.blend,
               "batch_size": args.batch_size, "tta": args.tta, "offsets": offsets,
               "progress": not args.quiet}
@@ -302,16 +319,9 @@ def _recipe_preprocessing(model_path) -> tuple[str, dict, str] | None:
 
 
 def _load(path: str):
-    import zipfile
-
     from emkit.models.saving import load_model
 
-    try:
-        return load_model(path, compile=False)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as exc:
-        if isinstance(exc, (InputError, FileNotFoundError)):
-            raise
-        raise InputError(f"--model: '{path}' is not a Keras model file ({exc})") from exc
+    return load_model(path, compile=False)
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:

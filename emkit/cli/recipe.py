@@ -39,11 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train, validate, evaluate and export; tracked in MLflow")
     common(run)
     run.add_argument("--output", help="the run folder (default runs/<recipe>-<time>); "
-                                      "a folder with an unfinished run is resumed")
+                                      "a folder with an unfinished run is resumed exactly where its "
+                                      "last checkpoint left it")
     run.add_argument("--resume", action="store_true",
                      help="resume the latest unfinished run of this recipe (or train a "
                           "finished --output run further)")
-    run.add_argument("--overwrite", action="store_true", help="replace a finished run's folder")
+    run.add_argument("--overwrite", action="store_true", help="start the --output folder afresh, deleting the run in it "
+                          "(an unfinished run's MLflow run is ended as KILLED)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
     run.set_defaults(func=run_run)
     return parser

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError
 
 DESCRIPTION = """\
@@ -100,7 +101,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        "affinities (default: mean)")
     group.add_argument("--quantile", type=float, default=None,
                        help="quantile for --scoring quantile (default: 0.5, the median)")
-    group.add_argument("--bins", type=int, default=None,
+    group.add_argument("--bins", type=int_at_least(1), default=None,
                        help="histogram bins per edge for --scoring quantile "
                        f"(default: {d['bins']})")
     group.add_argument("--low", type=float, default=None,
@@ -108,14 +109,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--high", type=float, default=None,
                        help="always join edges with affinity >= HIGH "
                        f"(default: {d['high']})")
-    group.add_argument("--size-threshold", type=int, default=None,
+    group.add_argument("--size-threshold", type=int_at_least(0), default=None,
                        help="regions smaller than this (voxels) merge along strong edges "
                        f"(default: {d['size_threshold']})")
     group.add_argument("--merge-threshold", type=float,
                        default=None,
                        help="smallest edge affinity for those merges "
                        f"(default: {d['merge_threshold']})")
-    group.add_argument("--dust-size", type=int, default=None,
+    group.add_argument("--dust-size", type=int_at_least(0), default=None,
                        help="regions still smaller than this become 0 "
                        f"(default: {d['dust_size']}, keep all)")
     group.add_argument("--fragments", metavar="OUT",
@@ -140,7 +141,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     group.add_argument("--smoothing", type=float, default=None,
                        help="distance seeds: Gaussian sigma in pixels "
                        f"(default: {d['smoothing']})")
-    group.add_argument("--min-size", type=int, default=None,
+    group.add_argument("--min-size", type=int_at_least(0), default=None,
                        help="absorb segments with fewer pixels "
                        f"(default: {d['min_size']})")
     parser.set_defaults(func=run)
@@ -272,15 +273,17 @@ def run(args: argparse.Namespace) -> int:
     if volume.ndim == 4:
         thresholds = parse_floats(args.thresholds, "--thresholds")
         outputs = output_specs(args.output, thresholds)
-        if volume.shape[0] < 3:
+        # Channels last, (z, y, x, 3), would be read as c = z and an x of 3 voxels.
+        if volume.shape[0] < 3 or volume.shape[-1] <= 3:
             hint = (
-                "; it looks channels last, store it channels first"
-                if volume.shape[-1] >= 3 else ""
+                f"; its last axis holds {volume.shape[-1]}, so it looks channels last "
+                "(z, y, x, c): store it channels first"
+                if volume.shape[-1] <= 3 else f"; got {volume.shape[0]} channel(s)"
             )
             raise InputError(
-                f"INPUT '{volume.spec}' has shape {volume.shape}: affinities must be stored "
-                f"channels first (c, z, y, x) with at least 3 channels, offsets (1,0,0), "
-                f"(0,1,0), (0,0,1), got {volume.shape[0]} channel(s){hint}"
+                f"INPUT '{volume.spec}' has shape {tuple(volume.shape)}: affinities must be "
+                f"stored channels first (c, z, y, x) with at least 3 channels, offsets "
+                f"(1,0,0), (0,1,0), (0,0,1), and more than 3 voxels along x{hint}"
             )
         for spec in outputs + ([args.fragments] if args.fragments else []):
             check_writable(spec, args.overwrite)

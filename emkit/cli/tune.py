@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+from emkit.cli.arguments import int_at_least
+
 WATERSHED_DESCRIPTION = """\
 Search the postprocessing options of a trained run (seeded 2D watershed for boundary
 recipes, watershed + agglomeration for affinity recipes) that give the best score on
@@ -95,7 +97,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     ws.add_argument("source", metavar="RUN_OR_MODEL",
                     help="a run folder (emkit recipe run) or a .keras model")
-    ws.add_argument("--n-trials", type=int, default=50, metavar="N",
+    ws.add_argument("--n-trials", type=int_at_least(1), default=50, metavar="N",
                     help="run until the study has N finished trials (default: 50)")
     ws.add_argument("--metric", choices=METRICS,
                     help="the objective (default: rand_error for boundaries, "
@@ -135,7 +137,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     rc.add_argument("recipe", help="a shipped recipe name or a .yaml path")
     rc.add_argument("--space", required=True, metavar="SPACE.yaml",
                     help="the search space: recipe keys and their ranges or choices")
-    rc.add_argument("--n-trials", type=int, required=True, metavar="N",
+    rc.add_argument("--n-trials", type=int_at_least(1), required=True, metavar="N",
                     help="run until the study has N finished (complete or pruned) trials")
     rc.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                     metavar="KEY=VALUE", help="override a recipe key, e.g. train.max_steps=2000")

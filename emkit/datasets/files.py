@@ -163,21 +163,15 @@ def require_files(info: DatasetInfo, *, root=None, names=None) -> Path:
 
 
 def missing_message(info: DatasetInfo, missing, *, root=None) -> str:
-    """The "put these files there" message for missing files."""
+    """The "put these files there" message for missing files, on one line."""
     folder = data_root(root) / (info.folder or info.name)
     optional = [f.name for f in info.files if not f.required and f.name not in missing]
-    lines = [
-        (
-            f"data set '{info.name}' is missing {len(missing)} file(s) in '{folder}' "
-            f"(data root {data_root(root)}: {root_origin(root)})."
-        ),
-        f"Download them from {info.url} and put them there:",
-        *(f"  {folder / name}" for name in missing),
-    ]
+    where = ", ".join(str(folder / name) for name in missing)
+    text = (f"data set '{info.name}' is missing {len(missing)} file(s): put {where} there "
+            f"(data root {data_root(root)}: {root_origin(root)}), downloaded from {info.url}")
     if optional:
-        lines.append("Optional: " + ", ".join(optional))
-    lines.append("emkit never downloads data itself.")
-    return "\n".join(lines)
+        text += f"; optional: {', '.join(optional)}"
+    return text + "; emkit never downloads data itself"
 
 
 def check_file(info: DatasetInfo, file: DataFile, path: Path) -> FileStatus:

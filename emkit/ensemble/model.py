@@ -318,8 +318,6 @@ def load_predictor(path):
             as one.
         MissingDataError: the file does not exist.
     """
-    import zipfile
-
     from emkit.models.saving import load_model
 
     if is_ensemble_file(path):
@@ -328,12 +326,7 @@ def load_predictor(path):
         raise InputError(
             f"model: expected a .keras model or an ensemble .yaml file, got '{path}'"
         )
-    try:
-        return load_model(path, compile=False)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as exc:
-        if isinstance(exc, (InputError, FileNotFoundError)):
-            raise
-        raise InputError(f"model: '{path}' is not a Keras model file ({exc})") from exc
+    return load_model(path, compile=False)
 
 
 @dataclass(frozen=True)

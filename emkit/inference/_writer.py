@@ -18,7 +18,6 @@ in-memory layout ``(Z, Y, X, C)``.
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from emkit.errors import InputError, OverwriteError
-from emkit.io._common import remove, temp_sibling
+from emkit.io._common import make_parent, remove, remove_stale_temps, temp_name, temp_sibling
 from emkit.io._hdf5 import atomic_key
 from emkit.io.spec import VolumeSpec, parse_spec
 from emkit.io.write import write_volume
@@ -103,6 +102,7 @@ def create_output(
         complete on disk only after the ``with`` block ends without error.
     """
     parsed = check_output(spec, overwrite=overwrite)
+    make_parent(parsed.path)
     shape = tuple(int(n) for n in shape)
     on_disk = disk_shape(shape)
     if chunks is None:
@@ -190,7 +190,6 @@ def _hdf5_dataset(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
     options = {"dtype": np.float32, "chunks": tuple(chunks), "fillvalue": 0.0,
                "compression": "gzip", "compression_opts": 1, "shuffle": True}
     if not parsed.path.exists():
-        parsed.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(parsed.path)
         try:
             with h5py.File(tmp, "w") as f:
@@ -239,7 +238,6 @@ def _zarr_array(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
                 f"Zarr store '{path}' holds the arrays {', '.join(others)}; write to "
                 f"'{path}:KEY', or delete the store to replace it with one root array"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(path)
         try:
             yield zarr.create_array(store=str(tmp), name=key, **options)
@@ -254,7 +252,8 @@ def _zarr_array(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
     parent, _, name = key.rpartition("/")
     if parent:
         root.require_group(parent)
-    tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
+    remove_stale_temps(path / key)
+    tmp_key = f"{parent}/{temp_name(name)}".lstrip("/")
     try:
         yield zarr.create_array(store=str(path), name=tmp_key, **options)
         _replace(path / tmp_key, path / key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -49,9 +50,67 @@ def require_file(path: Path, *, what: str) -> None:
         raise MissingDataError(f"{what} not found: '{path}'")
 
 
+def temp_name(name: str, suffix: str = "") -> str:
+    """A fresh hidden name for a temporary of ``name``: ``.NAME.emkit-tmp-PID-HEX[SUFFIX]``.
+
+    The process id in the name lets a later run tell a temporary that a killed
+    process left behind (:func:`is_stale_temp`) from one that a running process writes.
+    """
+    return f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def is_stale_temp(entry: str, name: str, suffix: str = "") -> bool:
+    """True when ``entry`` is a temporary of ``name`` (see :func:`temp_name`) whose
+    process is no longer running on this machine."""
+    prefix = f".{name}{TEMP_MARK}"
+    if not (entry.startswith(prefix) and entry.endswith(suffix)):
+        return False
+    pid = entry[len(prefix):].split("-", 1)[0]
+    return not (pid.isdigit() and _running(int(pid)))
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def temp_sibling(path: Path) -> Path:
-    """A fresh hidden name in the folder of ``path``, with the same suffix."""
-    return path.with_name(f".{path.stem}{TEMP_MARK}{secrets.token_hex(4)}{path.suffix}")
+    """A fresh hidden name in the folder of ``path``, with the same suffix.
+
+    Temporaries of ``path`` that killed processes left there are removed first, so a
+    rerun cleans up after an interrupted one.
+    """
+    remove_stale_temps(path)
+    return path.with_name(temp_name(path.stem, path.suffix))
+
+
+def sweep_stale_temps(folder: Path) -> None:
+    """Deletes every temporary under ``folder`` whose process is gone (a resumed job's)."""
+    for root, dirs, files in os.walk(folder):
+        for entry in [*dirs, *files]:
+            _, mark, rest = entry.partition(TEMP_MARK)
+            pid = rest.split("-", 1)[0]
+            if mark and entry.startswith(".") and not (pid.isdigit() and _running(int(pid))):
+                remove(Path(root) / entry)
+                if entry in dirs:
+                    dirs.remove(entry)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Deletes the temporaries of ``path`` left in its folder by processes that are gone."""
+    folder = path.parent
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if is_stale_temp(entry.name, path.stem, path.suffix):
+            remove(entry)
 
 
 def remove(path: Path) -> None:
@@ -62,6 +121,25 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def make_parent(path: Path) -> None:
+    """Creates the folder of an output ``path``; an error names ``path`` when it cannot
+    be created or written to."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise InputError(f"cannot write '{path}': '{exc.filename or parent}' is a file, "
+                         "not a folder") from exc
+    except NotADirectoryError as exc:
+        raise InputError(f"cannot write '{path}': a part of '{parent}' is a file, "
+                         "not a folder") from exc
+    except OSError as exc:
+        raise InputError(f"cannot write '{path}': cannot create its folder "
+                         f"'{parent}' ({exc.strerror})") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write '{path}': its folder '{parent}' is not writable")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary sibling of ``path`` and moves it onto ``path`` on success.
@@ -70,7 +148,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     leaves nothing behind. An existing ``path`` is replaced only at the very end,
     by one ``os.replace`` (a folder is first moved aside, then deleted).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     tmp = temp_sibling(path)
     try:
         yield tmp

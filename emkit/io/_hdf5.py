@@ -8,7 +8,6 @@ the file's root when the dataset has none.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
-from emkit.io._common import atomic_path, nm_tuple, require_file
+from emkit.io._common import atomic_path, is_stale_temp, nm_tuple, require_file, temp_name
 
 COMPRESSIONS = ("gzip", "lzf", None)
 
@@ -164,9 +163,16 @@ def atomic_key(f, key: str) -> Iterator[str]:
     When the block succeeds the temporary key is moved onto ``key`` (an existing dataset
     there is deleted first); when it raises, the temporary key is deleted, so a failed
     write leaves ``f`` as it was. The HDF5 counterpart of :func:`~emkit.io._common.atomic_path`.
+    Temporary keys of ``key`` that killed processes left are deleted first.
     """
+    import h5py
+
     parent, _, name = key.rpartition("/")
-    tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
+    group = f[parent] if parent and parent in f else f
+    if isinstance(group, h5py.Group):
+        for stale in [k for k in group if is_stale_temp(k, name)]:
+            del group[stale]
+    tmp_key = f"{parent}/{temp_name(name)}".lstrip("/")
     try:
         yield tmp_key
         if key in f:

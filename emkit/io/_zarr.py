@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
-from emkit.io._common import atomic_path, nm_tuple, remove, require_file, temp_sibling
+from emkit.io._common import (
+    atomic_path,
+    nm_tuple,
+    remove,
+    remove_stale_temps,
+    require_file,
+    temp_name,
+    temp_sibling,
+)
 
 COMPRESSIONS = ("gzip", "zstd", "blosc", None)
 
@@ -154,7 +161,8 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     parent, _, name = key.rpartition("/")
     if parent:
         root.require_group(parent)
-    tmp_key = f"{parent}/.{name}.emkit-tmp-{uuid.uuid4().hex[:8]}".lstrip("/")
+    remove_stale_temps(path / key)
+    tmp_key = f"{parent}/{temp_name(name)}".lstrip("/")
     try:
         _create(path, tmp_key, array, voxel_size_nm, offset_nm, chunks, compression)
         old = temp_sibling(target)

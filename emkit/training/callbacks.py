@@ -75,16 +75,34 @@ class Budget(keras.callbacks.Callback):
 
 
 class LossLogger(_Every):
-    """Logs ``train_loss`` (the epoch's running mean, as Keras reports it) and speed."""
+    """Logs ``train_loss``, the mean batch loss over the steps since the last point, and speed.
+
+    Keras reports the running mean of the epoch; the batch losses are recovered from
+    it, so a point does not depend on where epochs (or a resumed run) begin.
+    """
 
     def __init__(self, tracker, every: int, clock: Clock):
         super().__init__(every)
         self.tracker, self.clock = tracker, clock
         self._last = None
+        self._epoch_total = 0.0  # sum of this epoch's batch losses so far
+        self._window = [0.0, 0]  # sum and count of batch losses since the last point
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_total = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        total = float((logs or {}).get("loss", math.nan)) * (batch + 1)
+        self._window[0] += total - self._epoch_total
+        self._window[1] += 1
+        self._epoch_total = total
+        super().on_train_batch_end(batch, logs)
 
     def act(self, step, logs):
         now = time.monotonic()
-        metrics = {"train_loss": float(logs.get("loss", math.nan)), "elapsed_minutes": self.clock.minutes()}
+        loss = self._window[0] / self._window[1] if self._window[1] else math.nan
+        self._window = [0.0, 0]
+        metrics = {"train_loss": loss, "elapsed_minutes": self.clock.minutes()}
         if self._last is not None and now > self._last[1]:
             metrics["steps_per_second"] = (step - self._last[0]) / (now - self._last[1])
         self._last = (step, now)

@@ -90,35 +90,83 @@ def saved_mixed_precision(path) -> str:
     return "none"
 
 
-def fit_steps(model, sampler, *, max_steps: int, steps_done: int, initial_epoch: int,
-              callbacks, checkpoints=None, verbose: int = 0):
-    """Runs ``model.fit`` on ``sampler`` from ``initial_epoch`` until the budget stops it.
+def fit_steps(model, sampler, *, max_steps: int, steps_done: int, callbacks,
+              checkpoints=None, verbose: int = 0):
+    """Runs ``model.fit`` on ``sampler`` from step ``steps_done`` until the budget stops it.
+
+    Global step ``s`` always trains on batch ``s % L`` of the sampler's epoch
+    ``s // L + 1`` (``L = len(sampler)``; Keras' ``fit`` ends one sampler epoch before
+    its first, see :mod:`emkit.sampling.sampler`). A run resumed from a checkpoint at
+    step ``s`` therefore draws the batches an uninterrupted run would: a checkpoint
+    taken inside an epoch is resumed by a first ``fit`` over the rest of that epoch
+    (:class:`EpochTail`), then whole epochs. With the optimizer state of the
+    checkpoint, the resumed weights equal the uninterrupted run's, bit for bit.
 
     Args:
         model: a compiled model.
-        sampler: a ``keras.utils.PyDataset`` of ``(x, y, w)``; ``len(sampler)`` is the
+        sampler: a ``keras.utils.PyDataset`` of ``(x, y, w)`` whose batches depend on
+            its ``epoch`` attribute and the batch index only; ``len(sampler)`` is the
             epoch length.
         max_steps: the step budget in all (the Budget callback stops exactly there).
-        steps_done: steps already done (a resumed run).
-        initial_epoch: the first epoch's number (the resumed epoch).
+        steps_done: steps already done (a resumed run's ``optimizer.iterations``).
         callbacks: the Keras callbacks, a :class:`Budget` among them.
         checkpoints: a :class:`~emkit.training.callbacks.Checkpoints` that saves on Ctrl-C.
         verbose: Keras' verbosity.
 
     Returns:
-        The Keras ``History``, or None when nothing was left to do.
+        The last Keras ``History``, or None when nothing was left to do.
     """
-    remaining = max_steps - steps_done
-    if remaining <= 0:
+    from emkit.training.callbacks import global_step
+
+    if max_steps - steps_done <= 0:
         return None
-    epochs = initial_epoch + math.ceil(remaining / len(sampler)) + 1
+    per_epoch = len(sampler)
+    epoch, first = divmod(int(steps_done), per_epoch)
+    callbacks = list(callbacks)
     try:
-        return model.fit(sampler, epochs=epochs, initial_epoch=initial_epoch,
-                         callbacks=list(callbacks), verbose=verbose)
+        if first:  # the rest of the epoch that the checkpoint was taken in
+            sampler.epoch = epoch
+            history = model.fit(EpochTail(sampler, first), epochs=epoch + 1,
+                                initial_epoch=epoch, callbacks=callbacks, verbose=verbose)
+            if model.stop_training:
+                return history
+            epoch += 1
+        sampler.epoch = epoch
+        left = max_steps - global_step(model)
+        return model.fit(sampler, epochs=epoch + math.ceil(left / per_epoch) + 1,
+                         initial_epoch=epoch, callbacks=callbacks, verbose=verbose)
     except KeyboardInterrupt:
         if checkpoints is not None:
             checkpoints.save()
         raise
 
 
-__all__ = ["compile_model", "fit_steps", "load_checkpoint", "make_optimizer", "saved_mixed_precision"]
+class EpochTail(keras.utils.PyDataset):
+    """The batches ``first, first + 1, ...`` of ``sampler``'s epoch, as a dataset of its own.
+
+    Its ``epoch`` is the sampler's, and ending its epoch ends the sampler's.
+    """
+
+    def __init__(self, sampler, first: int):
+        super().__init__(workers=sampler.workers, use_multiprocessing=sampler.use_multiprocessing,
+                         max_queue_size=sampler.max_queue_size)
+        if not 0 < first < len(sampler):
+            raise ValueError(f"first: expected 0 < first < {len(sampler)}, got {first}")
+        self.sampler, self.first = sampler, int(first)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.first
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of an epoch tail of {len(self)} batches")
+        return self.sampler[self.first + index]
+
+    def on_epoch_begin(self):
+        self.sampler.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.sampler.on_epoch_end()
+
+
+__all__ = ["EpochTail", "compile_model", "fit_steps", "load_checkpoint", "make_optimizer", "saved_mixed_precision"]

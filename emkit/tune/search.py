@@ -346,7 +346,7 @@ def _objective(study, *, recipe, params, overrides, quick, metric, root: Path, u
         tracker = _TrialTracker(uri, tags={STUDY_TAG: study.study_name, TRIAL_TAG: number},
                                 on_start=lambda run_id: trial.set_user_attr("run_id", run_id))
         try:
-            result = run_recipe(run, output=folder, resume=retried, overwrite=retried,
+            result = run_recipe(run, output=folder, resume=retried,
                                 tracker=tracker, parent_run_id=parent,
                                 on_validation=validation_hook(trial, metric))
         except KeyboardInterrupt:

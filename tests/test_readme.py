@@ -1,0 +1,60 @@
+"""Every command in the README's ``bash`` blocks parses as written, and the cheap ones run."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from emkit.cli.main import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Commands cheap enough to run here (seconds each), exactly as the README writes them.
+RUN = [
+    "emkit recipe list",
+    "emkit recipe show isbi_n4",
+    "emkit data list",
+    "emkit model list",
+    "emkit model show n4 --input-shape 95,95",
+    "emkit augment preview isbi_n4 --out grid.png",
+]
+
+
+def readme_commands() -> list[list[str]]:
+    """The commands of the README's bash blocks, continuation lines joined, comments cut."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv:
+                commands.append(argv)
+    return commands
+
+
+def test_the_readme_has_commands_and_the_cheap_list_is_in_it():
+    commands = readme_commands()
+    assert len(commands) > 30
+    for line in RUN:
+        assert shlex.split(line) in commands, line
+
+
+@pytest.mark.parametrize("argv", readme_commands(), ids=lambda argv: " ".join(argv)[:60])
+def test_each_readme_command_parses(argv):
+    if argv[0] == "make":
+        makefile = (ROOT / "Makefile").read_text()
+        targets = re.search(r"^\.PHONY:(.*)$", makefile, re.MULTILINE).group(1).split()
+        assert all(a in targets or "=" in a for a in argv[1:]), argv
+        return
+    if argv[0] in ("docker", "mkdir"):
+        return
+    assert argv[0] == "emkit", argv
+    build_parser().parse_args(argv[1:])  # argparse exits on anything it cannot parse
+
+
+@pytest.mark.parametrize("line", RUN)
+def test_cheap_readme_commands_run(line, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(line)[1:]) == 0
+    assert capsys.readouterr().out
