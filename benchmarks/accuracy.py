@@ -8,7 +8,7 @@ For each run folder (written by ``emkit recipe run``) it reports the training bu
 
 * ``last``: the run's own final prediction and segmentation
   (``outputs/validation.h5``), re-scored with the recipe's
-  :class:`~emkit.recipes.stages.ValidationPipeline` (the code that training used);
+  :class:`~emkit.recipes.build.ValidationPipeline` (the code that training used);
 * ``best``: ``checkpoints/best.keras`` (best validation ``train.best_metric`` during
   training) predicted, segmented and scored afresh. It was chosen on these same
   sections, so it is an optimistic figure; it is shown to tell a noisy curve from an
@@ -50,7 +50,7 @@ def score_run(folder: Path, checkpoint: str) -> dict:
 
     from emkit.models.saving import load_model
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import ValidationPipeline, prepare_data
+    from emkit.recipes.build import ValidationPipeline, prepare_data
     from emkit.training import read_state
 
     state = read_state(folder / "checkpoints")

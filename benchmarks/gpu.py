@@ -13,7 +13,7 @@ voxels/s). Each number times ``--seconds`` of steps after two warm-up steps (the
 compilation); rows left when ``--budget-minutes`` have passed are skipped.
 
 ``train`` trains a recipe's model with emkit's sampler, ``fit`` loop, budget and
-checkpoints (:mod:`emkit.recipes.stages`, :mod:`emkit.training`) for ``--minutes``, with
+checkpoints (:mod:`emkit.recipes.build`, :mod:`emkit.training`) for ``--minutes``, with
 no MLflow: it writes ``OUT/model.keras``, ``OUT/checkpoints/`` and ``OUT/train.json``
 (the devices, the loss every ``train.log_every`` steps, steps/s, and the final
 validation scores unless ``--no-validate``). Run it again with the same ``--out`` to
@@ -42,8 +42,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import keras
 import numpy as np
 
-from emkit import devices
 from emkit.recipes import load_recipe
+from emkit.training import devices
 
 PRECISIONS = ("none", "bfloat16", "float16")
 LABELS = {"none": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -272,7 +272,7 @@ def _without_albumentations(recipe):
     """The recipe without the augmentations that need albumentations, where it is missing."""
     import dataclasses
 
-    from emkit.augment.registry import AUGMENTATIONS
+    from emkit.augment.catalog import AUGMENTATIONS
 
     if importlib.util.find_spec("albumentations") is not None:
         return recipe, []
@@ -288,9 +288,9 @@ def _without_albumentations(recipe):
 
 
 def _train_aligner(recipe, args) -> dict:
-    """An align recipe (``task: align``): :func:`emkit.align.learned.train_aligner`, with
+    """An align recipe (``task: align``): :func:`emkit.recipes.align_run.train_aligner`, with
     the in-memory tracker, resumed when ``--out`` holds a run; writes ``train.json``."""
-    from emkit.align.learned import train_aligner
+    from emkit.recipes.align_run import train_aligner
     from emkit.tracking import MemoryTracker
     from emkit.training import read_state
 
@@ -315,7 +315,7 @@ def _train_aligner(recipe, args) -> dict:
 
 
 def run_train(args) -> dict:
-    from emkit.recipes import stages
+    from emkit.recipes import build
     from emkit.training import (
         Budget,
         Checkpoints,
@@ -345,7 +345,7 @@ def run_train(args) -> dict:
     state = read_state(checkpoints_dir)
     last = checkpoints_dir / "last.keras"
     resumed = state is not None and last.exists()
-    plan = stages.device_plan(recipe)
+    plan = build.device_plan(recipe)
     if resumed:  # a checkpoint keeps the dtype policy it was trained with
         plan = plan.with_mixed_precision(saved_mixed_precision(last))
     print(devices.environment_summary(), flush=True)
@@ -361,12 +361,12 @@ def run_train(args) -> dict:
     log = JsonLog(log_path, record)
 
     setup = time.monotonic()
-    data = stages.prepare_data(recipe)
+    data = build.prepare_data(recipe)
     if not resumed:
         state = TrainState(run_id="benchmarks-gpu", recipe=recipe.name)
     with plan.run_scope():
-        model = load_checkpoint(last, plan=plan) if resumed else stages.build_network(recipe, plan)
-        sampler = stages.build_sampler(recipe, data, model)
+        model = load_checkpoint(last, plan=plan) if resumed else build.build_network(recipe, plan)
+        sampler = build.make_sampler(recipe, data, model)
         t = recipe.train
         clock = Clock(state.elapsed_minutes)
         max_steps = state.step + args.steps if args.steps else t.max_steps
@@ -389,7 +389,7 @@ def run_train(args) -> dict:
         model.save(out / "model.keras")
         if not args.no_validate:
             start = time.monotonic()
-            result = stages.ValidationPipeline(recipe, data).run(plan.inference_model(model))
+            result = build.ValidationPipeline(recipe, data).run(plan.inference_model(model))
             record["validation"] = {"step": step, "seconds": time.monotonic() - start,
                                     **{k: v for k, v in result.metrics.items()
                                        if isinstance(v, (int, float))}}

@@ -41,7 +41,7 @@ import numpy as np
 
 from emkit.inference import create_output, plan_prediction, predict_volume
 from emkit.inference.tiling import read_mirrored
-from emkit.models.registry import build_model
+from emkit.models.architectures import build_model
 
 # name -> (architecture, volume (Z, Y, X), --quick volume, output tile or None, batch size)
 CASES = {
@@ -52,7 +52,7 @@ CASES = {
 
 
 def unit(raw: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1], as :func:`emkit.sampling.crops.raw_to_unit`."""
+    """uint8 -> float32 in [0, 1], as :func:`emkit.preprocess.raw_to_unit`."""
     return np.divide(raw, np.float32(255), dtype=np.float32)
 
 

@@ -27,8 +27,8 @@ import keras
 import numpy as np
 
 from emkit.models import shapes
+from emkit.models.architectures import build_model
 from emkit.models.dense import dense_model
-from emkit.models.registry import build_model
 
 
 def _timed(fn, *, warmup: int, repeats: int) -> float:

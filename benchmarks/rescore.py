@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     from emkit.models.saving import load_model
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import ValidationPipeline, prepare_data
+    from emkit.recipes.build import ValidationPipeline, prepare_data
     from emkit.tune.heldout import tune_heldout
 
     recipe = load_recipe(args.run / "recipe.yaml")

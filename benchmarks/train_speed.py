@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_speed.py [--recipe isbi_n4] [--seconds 20]
 
 For each setting it builds the recipe's network the way ``emkit recipe run`` does
-(:func:`emkit.recipes.stages.build_network`, and :func:`~emkit.recipes.stages.build_trainer`
+(:func:`emkit.recipes.build.build_network`, and :func:`~emkit.recipes.build.build_trainer`
 for ``train.mode: dense``), then times ``train_on_batch`` of Adam and emkit's loss on one
 random batch already in memory (no sampling, no augmentation) for ``--seconds`` after two
 warm-up steps. It prints a Markdown table of steps/s and labelled output pixels/s
@@ -39,12 +39,12 @@ SETTINGS = (  # name, overrides
 def time_setting(recipe_name: str, overrides: list[str], precision: str, seconds: float):
     import keras
 
-    from emkit.recipes import load_recipe, stages
+    from emkit.recipes import build, load_recipe
 
     recipe = load_recipe(recipe_name, [*overrides, f"train.mixed_precision={precision}"])
-    plan = stages.device_plan(recipe)
-    net = stages.build_network(recipe, plan)
-    model = stages.build_trainer(recipe, net, plan) if stages.exporter(recipe, net).net \
+    plan = build.device_plan(recipe)
+    net = build.build_network(recipe, plan)
+    model = build.build_trainer(recipe, net, plan) if build.exporter(recipe, net).net \
         else net
     batch = recipe.sampler.batch_size
     rng = np.random.default_rng(0)

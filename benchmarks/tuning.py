@@ -45,7 +45,7 @@ def tune_folder(folder: Path, n_trials: int, holdout: int) -> dict:
     import h5py
 
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import ValidationPipeline, prepare_data
+    from emkit.recipes.build import ValidationPipeline, prepare_data
     from emkit.tune.postprocess import tune_postprocess
 
     recipe = load_recipe(folder / "recipe.yaml")

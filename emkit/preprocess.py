@@ -15,6 +15,27 @@ from emkit.errors import InputError
 METHODS = ("none", "standardize", "whiten")
 
 
+def raw_to_unit(raw):
+    """EM intensities as float32 in [0, 1].
+
+    Args:
+        raw: ndarray of any shape. Unsigned integers are divided by their dtype's
+            maximum (uint8 by 255); floats are taken to be in [0, 1] already.
+
+    Returns:
+        float32 ndarray of the same shape (a new array, unless ``raw`` is float32).
+
+    >>> raw_to_unit(np.array([0, 51, 255], np.uint8)).tolist()
+    [0.0, 0.20000000298023224, 1.0]
+    """
+    raw = np.asarray(raw)
+    if raw.dtype.kind == "u":
+        return np.divide(raw, np.float32(np.iinfo(raw.dtype).max), dtype=np.float32)
+    if raw.dtype.kind == "f":
+        return raw.astype(np.float32, copy=False)
+    raise InputError(f"raw must have an unsigned integer or float dtype, got {raw.dtype}")
+
+
 def preprocess(raw: np.ndarray, *, method: str = "none", sigma: float = 16.0,
                clip_sigma: float = 3.0) -> np.ndarray:
     """Per-section intensity preprocessing (thesis section 1.4.2), to float32 in [0, 1].
@@ -33,8 +54,6 @@ def preprocess(raw: np.ndarray, *, method: str = "none", sigma: float = 16.0,
     """
     if method == "none":
         return raw
-    from emkit.sampling import raw_to_unit
-
     x = raw_to_unit(raw).astype(np.float32, copy=True)
     if method == "standardize":
         mean = x.mean(axis=(1, 2), keepdims=True)

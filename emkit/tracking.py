@@ -7,7 +7,7 @@ default is a local SQLite store, ``sqlite:///mlruns/mlflow.db``, with artifacts 
 
 One run per recipe execution: :meth:`Tracker.start` with the ``run_id`` of an
 interrupted run continues that run. MLflow params cannot change once logged, so a
-resumed run logs none (see :func:`emkit.pipeline.run_recipe`).
+resumed run logs none (see :func:`emkit.recipes.run.run_recipe`).
 
 >>> tracker = MemoryTracker()
 >>> run_id = tracker.start(experiment="demo", run_name="a")
@@ -24,6 +24,8 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+from emkit.errors import InputError
 
 #: The local store used when neither the recipe, the CLI nor $MLFLOW_TRACKING_URI names one.
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -228,6 +230,31 @@ class MlflowTracker:
         """Ends the run: ``"FINISHED"``, ``"KILLED"`` (interrupted; resumable) or ``"FAILED"``."""
         self.client.set_terminated(self.run_id, status=status)
 
+    def ensure_store(self) -> None:
+        """Creates the store's tables if it is new (processes that start together race)."""
+        self.client.search_experiments(max_results=1)
+
+    def is_active(self, run_id: str) -> bool:
+        """True when the store holds ``run_id`` and it is not deleted."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def runs_tagged(self, run_id: str, tags: dict) -> list[tuple[str, int]]:
+        """``(run id, start time in ms)`` of the runs in ``run_id``'s experiment that carry
+        every tag of ``tags``, ``run_id`` itself included when it does."""
+        experiment = self.client.get_run(run_id).info.experiment_id
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        return [(r.info.run_id, r.info.start_time)
+                for r in self.client.search_runs([experiment], filter_string=where)]
+
+    def delete_run(self, run_id: str) -> None:
+        """Deletes a run (MLflow keeps it in the trash until the store is cleaned)."""
+        self.client.delete_run(run_id)
+
     def end_run(self, run_id: str, status: str = "KILLED") -> None:
         """Ends another run that is still RUNNING (one a killed process left); a run that
         has ended, or that the store does not hold, is left as it is."""
@@ -306,6 +333,42 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in history)
 
 
+def runs_page(uri: str, experiment: str | None = None) -> str:
+    """The MLflow UI path of an experiment's runs table, in the model-training view.
+
+    The experiment is ``experiment`` or the one with the newest run. MLflow 3's UI opens
+    an experiment on its GenAI overview unless the address asks for
+    ``workflowType=machine_learning`` (emkit's experiments also carry
+    :data:`EXPERIMENT_KIND`).
+
+    Raises:
+        InputError: no experiment of that name, or a store that cannot be read.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        if experiment is not None:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = [e.name for e in client.search_experiments()]
+                raise InputError(f"--experiment: no experiment {experiment!r} in {uri}; "
+                                 f"it holds {', '.join(names) or 'none'}")
+            experiment_id = found.experiment_id
+        else:
+            runs = client.search_runs(
+                [e.experiment_id for e in client.search_experiments()],
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if not runs:
+                return "/#/experiments?workflowType=machine_learning"
+            experiment_id = runs[0].info.experiment_id
+    except MlflowException as exc:
+        raise InputError(f"cannot read the tracking store {uri}: "
+                         f"{' '.join(str(exc).split())[:200]}") from exc
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def ui_command(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The command line that starts the MLflow UI on a store (``emkit ui``)."""
     uri = tracking_uri(uri)
@@ -325,6 +388,7 @@ __all__ = [
     "ends_run_on_error",
     "metric_history",
     "run_info",
+    "runs_page",
     "tracking_uri",
     "ui_command",
 ]

@@ -5,7 +5,6 @@ import pytest
 
 from emkit.align import (
     Transforms,
-    affine_from_normalized,
     align_xcorr,
     apply_transforms,
     compose,
@@ -16,6 +15,7 @@ from emkit.align import (
     map_points,
     misalign_stack,
     neighbour_ncc,
+    normalized_to_affine,
     residual_displacement,
     rigid_matrix,
     save_transforms,
@@ -186,10 +186,10 @@ def test_labels_warp_by_nearest_neighbour():
     assert np.array_equal(out[0, :3], labels[0, 1:]) and (out[0, 3] == 0).all()
 
 
-def test_affine_from_normalized_matches_the_spatial_transformer_convention():
+def test_normalized_to_affine_matches_the_spatial_transformer_convention():
     # theta translating by +1 in normalized x moves half the width: (X - 1) / 2 pixels.
     theta = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]])
-    transforms = affine_from_normalized(theta, (5, 9))
+    transforms = normalized_to_affine(theta, (5, 9))
     assert np.allclose(map_points(transforms, [[2.0, 3.0]]), [[[2.0, 7.0]]])
 
 

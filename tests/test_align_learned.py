@@ -27,10 +27,10 @@ from emkit.align.learned_model import (
     smoothness,
     standardize,
 )
-from emkit.align.recipe import align_recipe_from_dict, align_recipe_to_dict
 from emkit.errors import InputError
 from emkit.io import read_volume
 from emkit.models.spatial_transformer import affine_grid, bilinear_sample
+from emkit.recipes.align_schema import align_recipe_to_dict, dict_to_align_recipe
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_align_recipes_load(name):
     recipe = load_recipe(name)
     assert recipe.task == "align" and recipe.name == name
     assert recipe.data.sections[1] <= 150  # held-out medulla sections stay out of training
-    assert align_recipe_from_dict(align_recipe_to_dict(recipe)) == recipe
+    assert dict_to_align_recipe(align_recipe_to_dict(recipe)) == recipe
     assert load_recipe(name, quick=True).train.max_steps == 30
 
 
@@ -201,8 +201,8 @@ def test_align_package_imports_without_keras():
 
 @pytest.mark.parametrize("name", ["align_learned_affine", "align_learned_flow"])
 def test_align_recipes_train_two_steps_log_and_resume(name, shared_data, tmp_path):
-    from emkit.align.learned import train_aligner
     from emkit.recipes import load_recipe
+    from emkit.recipes.align_run import train_aligner
     from emkit.tracking import MemoryTracker
 
     tiny = [f"data.root={shared_data}", "data.crop=32", "model.filters=2", "model.depth=2",

@@ -7,10 +7,10 @@ import pytest
 
 import emkit.augment
 import emkit.augment.base
+import emkit.augment.catalog
 import emkit.augment.defects
 import emkit.augment.elastic
 import emkit.augment.geometric
-import emkit.augment.registry
 from emkit.augment import (
     AUGMENTATIONS,
     Blur,
@@ -29,10 +29,10 @@ from emkit.augment import (
     Transpose,
     apply_augmentations,
     blotch_factor,
-    build_augmentation,
-    build_augmentations,
     center_crop,
     choose_augmentations,
+    make_augmentation,
+    make_augmentations,
     plan_augmentations,
     rotate_yx,
     shift_sections,
@@ -61,7 +61,7 @@ def aligned(raw, ids):
 @pytest.mark.parametrize(
     "module",
     [emkit.augment, emkit.augment.base, emkit.augment.defects, emkit.augment.geometric,
-     emkit.augment.registry],
+     emkit.augment.catalog],
 )
 def test_doctests(module):
     assert doctest.testmod(module).failed == 0
@@ -72,23 +72,23 @@ def test_doctests(module):
 
 def test_registry_builds_every_augmentation_and_round_trips_its_config():
     for name in AUGMENTATIONS:
-        aug = build_augmentation(name)
+        aug = make_augmentation(name)
         assert aug.name == name
-        assert build_augmentation(aug.config()) == aug
+        assert make_augmentation(aug.config()) == aug
 
 
 def test_registry_errors_name_the_key_and_the_entry():
     message = r"augment\[1\]: augmentation 'elastic': unknown key 'alpha'"
     with pytest.raises(InputError, match=message):
-        build_augmentations(["flip", {"name": "elastic", "alpha": 30}])
+        make_augmentations(["flip", {"name": "elastic", "alpha": 30}])
     with pytest.raises(InputError, match="name 'wobble' is unknown; allowed: flip"):
-        build_augmentations([{"name": "wobble"}])
+        make_augmentations([{"name": "wobble"}])
     with pytest.raises(InputError, match="p must be a probability"):
-        build_augmentation({"name": "flip", "p": 1.5})
+        make_augmentation({"name": "flip", "p": 1.5})
     with pytest.raises(InputError, match=r"sigma must have low <= high"):
-        build_augmentation({"name": "elastic", "sigma": [5, 2]})
+        make_augmentation({"name": "elastic", "sigma": [5, 2]})
     with pytest.raises(InputError, match="mode must be one of"):
-        build_augmentation({"name": "elastic", "mode": "2d"})
+        make_augmentation({"name": "elastic", "mode": "2d"})
 
 
 # ----------------------------------------------------------------------------- plan
@@ -111,7 +111,7 @@ def test_plan_rejects_crops_that_cannot_share_a_centre():
 
 
 def test_apply_cuts_back_to_the_wanted_shapes_and_is_reproducible():
-    augs = build_augmentations(["flip", "rot90", {"name": "elastic", "p": 1, "sigma": 2},
+    augs = make_augmentations(["flip", "rot90", {"name": "elastic", "p": 1, "sigma": 2},
                                 {"name": "misalign", "p": 1, "max_shift": 3}, "blur"])
     plan = plan_augmentations(augs, (4, 10, 10), (4, 6, 6))
     raw, ids = coded(plan.raw_shapes[0])

@@ -29,7 +29,7 @@ from emkit.errors import EmkitError, InputError, MissingDataError, OverwriteErro
 from emkit.inference import predict_volume
 from emkit.io import read_volume, write_volume
 from emkit.metrics import adapted_rand_error
-from emkit.models.registry import build_model
+from emkit.models.architectures import build_model
 from emkit.models.testing import small_spec
 from emkit.postprocess import noisy_affinities, segment_affinities
 

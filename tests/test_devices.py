@@ -15,15 +15,15 @@ import keras
 import numpy as np
 import pytest
 
-from emkit.devices import (
+from emkit.errors import InputError
+from emkit.recipes import load_recipe
+from emkit.training.devices import (
     check_devices,
     describe,
     list_devices,
     plan_devices,
     precision,
 )
-from emkit.errors import InputError
-from emkit.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GPU = os.path.exists("/dev/nvidia0")
@@ -57,7 +57,7 @@ def test_cpu_one_and_bad_device_counts():
 
 
 def test_several_devices_split_the_global_batch_or_refuse_it(monkeypatch):
-    from emkit import devices
+    from emkit.training import devices
 
     found = {"accelerators": ["gpu:0", "gpu:1", "gpu:2"], "cpus": ["cpu:0"]}
     monkeypatch.setattr(devices, "list_devices", lambda: found)
@@ -84,7 +84,7 @@ def test_bad_recipe_values_name_the_key(key, value, match):
 
 
 def test_recipe_values_reach_the_plan():
-    from emkit.recipes.stages import device_plan
+    from emkit.recipes.build import device_plan
 
     recipe = load_recipe("isbi_n4", ["train.devices=cpu", "train.mixed_precision=bfloat16"])
     plan = device_plan(recipe)
@@ -185,10 +185,10 @@ if keras.backend.backend() == "tensorflow":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from emkit.devices import plan_devices
-from emkit.pipeline import run_recipe
+from emkit.training.devices import plan_devices
+from emkit.recipes.run import run_recipe
 from emkit.recipes import load_recipe
-from emkit.recipes.stages import build_network, build_sampler, prepare_data
+from emkit.recipes.build import build_network, make_sampler, prepare_data
 from emkit.tracking import MemoryTracker
 from emkit.training import Budget, Clock, fit_steps
 
@@ -224,7 +224,7 @@ for n in (1, 2):
     with plan.run_scope():
         model = build_network(recipe, plan)
         before = model.get_weights()
-        batch = build_sampler(recipe, data, model)[0]
+        batch = make_sampler(recipe, data, model)[0]
         fit_steps(model, OneBatch(batch), max_steps=1, steps_done=0,
                   callbacks=[Budget(1, None, Clock())])
     weights[n] = model.get_weights()
@@ -298,8 +298,8 @@ def test_training_imports_without_the_optional_integrations():
         "import sys\n"
         f"for name in {BLOCKED!r}:\n"
         "    sys.modules[name] = None\n"
-        "import emkit.devices, emkit.models, emkit.training.fit, emkit.sampling\n"
-        "import emkit.recipes.stages, emkit.datasets, emkit.inference, emkit.pipeline\n"
+        "import emkit.training.devices, emkit.models, emkit.training.fit, emkit.sampling\n"
+        "import emkit.recipes.build, emkit.datasets, emkit.inference, emkit.recipes.run\n"
         "sys.path.insert(0, 'benchmarks')\n"
         "import gpu\n"
         f"assert not any(sys.modules.get(n) for n in {BLOCKED!r})\n"

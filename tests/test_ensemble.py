@@ -21,7 +21,7 @@ from emkit.ensemble import (
 from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.inference import create_output, predict_volume
 from emkit.inference.testing import constant_model, mean_model
-from emkit.models.registry import build_model
+from emkit.models.architectures import build_model
 from emkit.models.testing import small_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -212,7 +212,7 @@ def isbi_overrides(shared_data, *extra):
 def test_validation_targets_are_the_sampler_targets(shared_data):
     from emkit.ensemble.weights import validation_targets
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import prepare_data
+    from emkit.recipes.build import prepare_data
 
     recipe = load_recipe("isbi_n4", isbi_overrides(shared_data))
     data = prepare_data(recipe)

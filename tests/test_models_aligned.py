@@ -11,7 +11,7 @@ from emkit.augment.defects import Misalign
 from emkit.errors import InputError
 from emkit.models import build_model, shapes
 from emkit.models.aligned import SectionAligner, build_aligned, weighted_ncc
-from emkit.models.spec import AlignSpec, align_spec_from_dict
+from emkit.models.spec import AlignSpec, dict_to_align_spec
 from emkit.models.testing import assert_saving_round_trip, small_spec
 from emkit.recipes import flatten, load_recipe, recipe_to_dict
 
@@ -156,9 +156,9 @@ def test_tiled_inference_uses_the_model_window_or_fails_clearly(unet):
 
 
 def test_align_spec_checks_every_key():
-    assert align_spec_from_dict(None) is None
-    assert align_spec_from_dict({}) == AlignSpec()
-    assert align_spec_from_dict({"ncc_weight": 1}).ncc_weight == 1.0
+    assert dict_to_align_spec(None) is None
+    assert dict_to_align_spec({}) == AlignSpec()
+    assert dict_to_align_spec({"ncc_weight": 1}).ncc_weight == 1.0
     for config, message in [
         ({"transform": "rigid"}, "model.align.transform: got 'rigid'; allowed: affine, flow"),
         ({"filterz": 2}, "model.align: unknown key 'filterz'; allowed: transform"),
@@ -168,7 +168,7 @@ def test_align_spec_checks_every_key():
         ([1, 2], "model.align: expected a mapping of keys or null"),
     ]:
         with pytest.raises(InputError, match=re.escape(message)):
-            align_spec_from_dict(config)
+            dict_to_align_spec(config)
 
 
 def test_aligned_recipe_loads_and_bad_align_values_name_the_key():
@@ -219,7 +219,7 @@ def test_misalign_keep_center_never_moves_the_centre_section(depth):
 
 def test_aligned_recipe_runs_two_steps_and_saves_a_loadable_model(shared_data, tmp_path):
     from emkit.models.saving import load_model
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.tracking import MemoryTracker
 
     recipe = load_recipe("medulla_rsunet_aligned", [

@@ -6,7 +6,7 @@ import pytest
 
 from emkit.cli import model as model_command
 from emkit.errors import InputError
-from emkit.models.registry import ARCHITECTURES
+from emkit.models.architectures import ARCHITECTURES
 
 
 def _run(argv):

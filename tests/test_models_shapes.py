@@ -5,7 +5,7 @@ import pytest
 
 from emkit.errors import InputError
 from emkit.models import shapes
-from emkit.models.registry import ARCHITECTURES
+from emkit.models.architectures import ARCHITECTURES
 from emkit.models.spec import ConvNetSpec, LayerSpec, UNetSpec
 from emkit.models.testing import small_spec
 
@@ -82,7 +82,7 @@ def _scan_shapes(spec, axis, start, stop):
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_spec_model_and_keras_shape_inference_agree(name):
-    from emkit.models.registry import build_model
+    from emkit.models.architectures import build_model
 
     spec = small_spec(name, input_shape=None)
     model = build_model(spec)
@@ -111,7 +111,7 @@ def test_spec_model_and_keras_shape_inference_agree(name):
 
 
 def test_an_invalid_unet_size_really_breaks_the_model():
-    from emkit.models.registry import build_model
+    from emkit.models.architectures import build_model
 
     spec = small_spec("unet2d", input_shape=None)
     model = build_model(spec)
@@ -125,7 +125,7 @@ def test_an_invalid_unet_size_really_breaks_the_model():
 
 
 def test_model_geometry_reads_the_built_model():
-    from emkit.models.registry import build_model
+    from emkit.models.architectures import build_model
 
     model = build_model(small_spec("n4", input_shape=(111, 127)))
     geometry = shapes.model_geometry(model)
@@ -138,7 +138,7 @@ def test_model_geometry_reads_the_built_model():
 
 
 def test_residual_convnet_keeps_the_shapes():
-    from emkit.models.registry import build_model
+    from emkit.models.architectures import build_model
 
     spec = ConvNetSpec(
         layers=(

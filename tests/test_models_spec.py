@@ -6,14 +6,19 @@ import pytest
 import yaml
 
 from emkit.errors import InputError
-from emkit.models.registry import ARCHITECTURES, BUILDERS, DESCRIPTIONS, get_spec
+from emkit.models.architectures import (
+    ARCHITECTURES,
+    BUILDERS,
+    DESCRIPTIONS,
+    dict_to_spec,
+    get_spec,
+)
 from emkit.models.spec import (
     FAMILIES,
     ConvNetSpec,
     LayerSpec,
     RSUNetSpec,
     UNetSpec,
-    spec_from_dict,
     spec_to_dict,
 )
 
@@ -48,11 +53,11 @@ def test_n4_is_the_thesis_listing():
 def test_every_registered_spec_round_trips_through_yaml(name):
     spec = ARCHITECTURES[name]
     text = yaml.safe_dump(spec_to_dict(spec), sort_keys=False)
-    assert spec_from_dict(yaml.safe_load(text)) == spec
+    assert dict_to_spec(yaml.safe_load(text)) == spec
 
 
 def test_recipe_style_arch_plus_overrides():
-    spec = spec_from_dict({"arch": "rsunet", "out_channels": 12, "input_shape": [18, 160, 160]})
+    spec = dict_to_spec({"arch": "rsunet", "out_channels": 12, "input_shape": [18, 160, 160]})
     assert isinstance(spec, RSUNetSpec)
     assert spec.out_channels == 12 and spec.input_shape == (18, 160, 160)
     assert spec.widths == ARCHITECTURES["rsunet"].widths
@@ -68,7 +73,7 @@ def test_family_spec_from_yaml_text():
       - {type: conv, size: 3, filters: 4}
     out_channels: 3
     """
-    spec = spec_from_dict(yaml.safe_load(text))
+    spec = dict_to_spec(yaml.safe_load(text))
     assert spec.layers[0] == LayerSpec("conv", (1, 3, 3), 8)
     assert spec.layers[1] == LayerSpec("pool", 2, None, (1, 2, 2))
     assert spec.layers[2].size == 3
@@ -77,9 +82,9 @@ def test_family_spec_from_yaml_text():
 
 def test_unknown_key_names_the_key_and_the_allowed_ones():
     with pytest.raises(InputError, match=r"unknown key 'widht_factor'.*allowed:.*width_factor"):
-        spec_from_dict({"arch": "n4", "widht_factor": 2})
+        dict_to_spec({"arch": "n4", "widht_factor": 2})
     with pytest.raises(InputError, match=r"layers\[1\]: unknown key 'kernel'"):
-        spec_from_dict(
+        dict_to_spec(
             {
                 "family": "convnet",
                 "layers": [
@@ -89,11 +94,11 @@ def test_unknown_key_names_the_key_and_the_allowed_ones():
             }
         )
     with pytest.raises(InputError, match=r"family: got 'resnet'; allowed: convnet, unet, rsunet"):
-        spec_from_dict({"family": "resnet"})
+        dict_to_spec({"family": "resnet"})
     with pytest.raises(InputError, match=r"arch: unknown architecture 'n5'"):
-        spec_from_dict({"arch": "n5"})
+        dict_to_spec({"arch": "n5"})
     with pytest.raises(InputError, match=r"needs 'arch'"):
-        spec_from_dict({"ndim": 2})
+        dict_to_spec({"ndim": 2})
     with pytest.raises(InputError, match=r"unknown key 'depth'"):
         get_spec("n4", depth=3)
 
@@ -153,4 +158,4 @@ def test_sizes_are_canonical_so_equal_specs_compare_equal():
 
 def test_family_mismatch_is_an_error():
     with pytest.raises(InputError, match=r"family: 'n4' is a convnet, got family 'unet'"):
-        spec_from_dict({"arch": "n4", "family": "unet"})
+        dict_to_spec({"arch": "n4", "family": "unet"})

@@ -36,7 +36,7 @@ def test_installed_package_finds_its_recipes_without_the_checkout(wheel, tmp_pat
     zipfile.ZipFile(wheel).extractall(site)
     script = (
         "from emkit.recipes import load_recipe\n"
-        "from emkit.recipes.registry import RECIPES_DIR\n"
+        "from emkit.recipes.shipped import RECIPES_DIR\n"
         "print(RECIPES_DIR)\n"
         "print(load_recipe('isbi_n4').model.architecture)\n"
     )

@@ -53,7 +53,7 @@ def test_segmentation_recipes_are_every_recipe_but_the_align_ones():
 
 @pytest.mark.parametrize("name", SEGMENTATION_RECIPES)
 def test_every_recipe_runs_two_steps_and_validation(name, shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
 
     tracker = MemoryTracker()
     result = run_recipe(tiny_recipe(name, shared_data), output=tmp_path / "run", tracker=tracker)
@@ -82,7 +82,7 @@ class _KillAfter(keras.callbacks.Callback):
 
 
 def test_kill_and_resume_continues_the_same_mlflow_run(shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.tracking import MlflowTracker
     from emkit.training import read_state
 
@@ -108,7 +108,7 @@ def test_kill_and_resume_continues_the_same_mlflow_run(shared_data, tmp_path):
 
 def test_pooled_net_with_a_strided_output_is_refused(shared_data):
     from emkit.errors import InputError
-    from emkit.recipes.stages import build_network, build_sampler, prepare_data
+    from emkit.recipes.build import build_network, make_sampler, prepare_data
 
     recipe = tiny_recipe(
         "isbi_n4", shared_data,
@@ -116,7 +116,7 @@ def test_pooled_net_with_a_strided_output_is_refused(shared_data):
     )
     model = build_network(recipe)
     with pytest.raises(InputError, match="output stride"):
-        build_sampler(recipe, prepare_data(recipe), model)
+        make_sampler(recipe, prepare_data(recipe), model)
 
 
 class _Stop(Exception):
@@ -124,7 +124,7 @@ class _Stop(Exception):
 
 
 def test_on_validation_sees_each_result_and_can_stop_a_child_run(shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.tracking import PARENT_TAG, MlflowTracker
     from emkit.training import read_state
 

@@ -128,7 +128,7 @@ def test_cli_defaults_are_the_library_defaults():
 
 def test_building_the_parser_imports_no_heavy_module():
     code = (
-        "import sys; from emkit.cli.main import build_parser; build_parser(); "
+        "import sys; from emkit.cli.main import make_parser; make_parser(); "
         "print(sorted(m for m in ('numba', 'tensorflow', 'keras', 'skimage') "
         "if m in sys.modules))"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emkit.cli.main import build_parser, main
+from emkit.cli.main import main, make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_each_readme_command_parses(argv):
     if argv[0] in ("docker", "mkdir"):
         return
     assert argv[0] == "emkit", argv
-    build_parser().parse_args(argv[1:])  # argparse exits on anything it cannot parse
+    make_parser().parse_args(argv[1:])  # argparse exits on anything it cannot parse
 
 
 @pytest.mark.parametrize("line", RUN)

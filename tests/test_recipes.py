@@ -11,11 +11,11 @@ from emkit.recipes import (
     RECIPES,
     RECIPES_DIR,
     apply_overrides,
+    dict_to_recipe,
     dump_recipe,
     flatten,
     load_recipe,
     parse_override,
-    recipe_from_dict,
     recipe_to_dict,
 )
 
@@ -24,12 +24,12 @@ from emkit.recipes import (
 def test_every_recipe_loads_and_validates(name):
     recipe = load_recipe(name)
     assert recipe.name == name
-    if getattr(recipe, "task", None) == "align":  # a learned-aligner recipe (emkit.align.recipe)
-        from emkit.align.recipe import align_recipe_from_dict
+    if getattr(recipe, "task", None) == "align":  # a learned-aligner recipe (align_schema)
+        from emkit.recipes.align_schema import dict_to_align_recipe
 
-        assert align_recipe_from_dict(recipe_to_dict(recipe)) == recipe
+        assert dict_to_align_recipe(recipe_to_dict(recipe)) == recipe
         return
-    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe  # resolved form round-trips
+    assert dict_to_recipe(recipe_to_dict(recipe)) == recipe  # resolved form round-trips
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -55,7 +55,7 @@ def test_overrides_and_quick():
 
 
 def test_int_passes_as_float_and_flatten():
-    recipe = recipe_from_dict({"train": {"learning_rate": 1}})
+    recipe = dict_to_recipe({"train": {"learning_rate": 1}})
     assert recipe.train.learning_rate == 1.0 and isinstance(recipe.train.learning_rate, float)
     assert flatten(recipe_to_dict(recipe))["train.learning_rate"] == 1.0
 

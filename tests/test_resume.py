@@ -35,8 +35,8 @@ CHILD = textwrap.dedent("""
     overrides, output, where = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     import keras
     from emkit.recipes import load_recipe
-    from emkit.pipeline import run_recipe
-    import emkit.recipes.stages as stages
+    from emkit.recipes.run import run_recipe
+    import emkit.recipes.build as build
     import emkit.training as training
 
     def die(*_):
@@ -55,7 +55,7 @@ CHILD = textwrap.dedent("""
     if where.startswith("step"):
         callbacks.append(KillAt(int(where[4:])))
     elif where == "validation":
-        stages.ValidationPipeline.__call__ = die
+        build.ValidationPipeline.__call__ = die
     elif where == "final-save":
         save = training.save_model_atomic
         def save_then_die(model, path):
@@ -66,7 +66,7 @@ CHILD = textwrap.dedent("""
             save(model, path)
         training.save_model_atomic = save_then_die
     elif where == "prepare":
-        stages.prepare_data = die
+        build.prepare_data = die
     run_recipe(load_recipe("isbi_n4", overrides), output=output, callbacks=callbacks)
 """)
 
@@ -88,7 +88,7 @@ def _weights(path):
 @pytest.fixture(scope="module")
 def reference(shared_data, tmp_path_factory):
     """The uninterrupted run: its final weights and its curves."""
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
 
     folder = tmp_path_factory.mktemp("reference")
     uri = f"sqlite:///{folder}/mlruns/mlflow.db"
@@ -107,8 +107,8 @@ def _overrides(shared_data, uri):
 @pytest.mark.parametrize("where", ["step5", "validation", "final-save"])
 def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_curves(
         where, reference, shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
     from emkit.recipes import load_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.training import read_state
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
@@ -136,8 +136,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_curves(
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_or_restarts_in_place(
         shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
     from emkit.recipes import load_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.training import read_state
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"

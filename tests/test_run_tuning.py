@@ -80,7 +80,7 @@ def test_dense_run_tunes_writes_the_options_and_segment_reads_them(shared_data, 
                                                                   capsys):
     from emkit.io import read_volume
     from emkit.models.saving import load_model
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
 
     recipe = tiny_recipe("isbi_n4", shared_data, "train.mode=dense", "train.dense_output=[6, 6]",
                          "postprocess.tune_trials=4", "train.max_steps=3",
@@ -119,7 +119,7 @@ def test_dense_run_tunes_writes_the_options_and_segment_reads_them(shared_data, 
 
 def test_the_run_summary_names_scores_before_and_after(shared_data, tmp_path):
     from emkit.cli.recipe import summary
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
 
     recipe = tiny_recipe("isbi_n4", shared_data, "postprocess.tune_trials=3")
     result = run_recipe(recipe, output=tmp_path / "run", tracker=MemoryTracker())
@@ -134,7 +134,7 @@ def test_the_run_summary_names_scores_before_and_after(shared_data, tmp_path):
 
 
 def test_tuning_needs_two_labelled_validation_sections(shared_data, tmp_path):
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
 
     recipe = tiny_recipe("isbi_n4", shared_data, "evaluation.max_sections=1")
     with pytest.raises(InputError, match="postprocess.tune needs at least 2"):

@@ -9,9 +9,9 @@ import pytest
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
 import emkit.sampling
-import emkit.sampling.blocks
 import emkit.sampling.crops
 import emkit.sampling.targets
+import emkit.sampling.tiles
 from emkit.augment import apply_augmentations
 from emkit.errors import InputError
 from emkit.sampling import (
@@ -57,7 +57,7 @@ def model_3d():
 
 
 @pytest.mark.parametrize(
-    "module", [emkit.sampling, emkit.sampling.blocks, emkit.sampling.crops, emkit.sampling.targets]
+    "module", [emkit.sampling, emkit.sampling.tiles, emkit.sampling.crops, emkit.sampling.targets]
 )
 def test_doctests(module):
     assert doctest.testmod(module).failed == 0

@@ -59,7 +59,7 @@ def test_search_spaces_name_real_options_and_conditions_come_after_their_option(
     import inspect
 
     from emkit.cli.tune import METRICS
-    from emkit.recipes.loading import postprocess_function
+    from emkit.postprocess import postprocess_function
 
     assert METRICS == tuple(OBJECTIVES)
     for method, space in SEARCH_SPACES.items():
@@ -179,7 +179,7 @@ def make_run(folder, shared_data, *, uri=None, pred_shape=None, seed=0):
     """A run folder as `emkit recipe run` leaves it: recipe, prediction, state (+ MLflow run)."""
     from emkit.io import write_volume
     from emkit.recipes import dump_recipe, load_recipe
-    from emkit.recipes.stages import ValidationPipeline, prepare_data
+    from emkit.recipes.build import ValidationPipeline, prepare_data
     from emkit.training import TrainState, write_state
 
     recipe = load_recipe("isbi_n4", [f"data.root={shared_data}", "data.crop=[96,96]"])
@@ -205,7 +205,7 @@ def make_run(folder, shared_data, *, uri=None, pred_shape=None, seed=0):
 def test_cli_tunes_a_run_folder_writes_the_recipe_and_logs_to_mlflow(shared_data, tmp_path):
     from emkit.cli.main import main
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import ValidationPipeline
+    from emkit.recipes.build import ValidationPipeline
     from emkit.tracking import run_info
     from emkit.training import read_state
 

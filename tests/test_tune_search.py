@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 
 from emkit.errors import InputError
 from emkit.recipes import load_recipe
+from emkit.recipes.search import search_recipe
+from emkit.recipes.space import params_to_overrides, parse_space, read_space
 from emkit.tracking import PARENT_TAG, metric_history, run_info
-from emkit.tune.search import search_recipe
-from emkit.tune.space import params_to_overrides, parse_space, read_space
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 LR_SPACE = {"train.learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True}}
@@ -100,8 +100,8 @@ def _spawn(tmp_path, tag, **kwargs):
     """A Python process that waits for its sibling (both import TensorFlow first), then searches."""
     code = textwrap.dedent(f"""
         import pathlib, sys, time
-        import keras, emkit.pipeline
-        from emkit.tune.search import search_recipe
+        import keras, emkit.recipes.run
+        from emkit.recipes.search import search_recipe
         gate = pathlib.Path({str(tmp_path / 'gate')!r})
         gate.mkdir(exist_ok=True)
         (gate / {tag!r}).touch()
@@ -269,7 +269,7 @@ def test_overrides_survive_the_yaml_of_apply_overrides():
 
 def test_the_shipped_space_fits_its_recipe():
     from emkit.recipes import RECIPES_DIR
-    from emkit.tune.space import check_space
+    from emkit.recipes.space import check_space
 
     path = RECIPES_DIR / "spaces" / "isbi_n4.yaml"
     space = read_space(path)
@@ -279,7 +279,7 @@ def test_the_shipped_space_fits_its_recipe():
 
 
 def test_trial_n_draws_the_same_point_in_any_process_and_others_differ(tmp_path):
-    from emkit.tune.search import TrialSeededSampler
+    from emkit.recipes.search import TrialSeededSampler
 
     def draw(study):
         trial = study.ask()
@@ -296,7 +296,7 @@ def test_trial_n_draws_the_same_point_in_any_process_and_others_differ(tmp_path)
 
 
 def test_an_interrupted_trial_is_queued_again_with_its_params():
-    from emkit.tune.search import _requeue
+    from emkit.recipes.search import _requeue
 
     study = optuna.create_study()
     trial = study.ask()

@@ -20,7 +20,8 @@ and work without TensorFlow.
   :class:`~emkit.models.spatial_transformer.SpatialTransformer`, its NCC, smoothness
   and supervised losses; :mod:`emkit.align.learned` (Keras): its training data,
   training with checkpoints and tracking, and :func:`~emkit.align.learned.align_learned`;
-  :mod:`emkit.align.recipe`: the ``task: align`` recipes.
+  :mod:`emkit.recipes.align_schema`: the ``task: align`` recipes (trained by
+  :mod:`emkit.recipes.align_run`).
 
 >>> import numpy as np
 >>> from emkit.align import align_xcorr, apply_transforms
@@ -47,7 +48,6 @@ from emkit.align.metrics import (
 )
 from emkit.align.transforms import (
     Transforms,
-    affine_from_normalized,
     apply_transforms,
     compose,
     concatenate,
@@ -55,6 +55,7 @@ from emkit.align.transforms import (
     identity_transforms,
     invert,
     map_points,
+    normalized_to_affine,
     rigid_matrix,
     valid_mask,
 )
@@ -65,7 +66,6 @@ __all__ = [
     "MisalignedStack",
     "ResidualError",
     "Transforms",
-    "affine_from_normalized",
     "align_xcorr",
     "apply_transforms",
     "compose",
@@ -81,6 +81,7 @@ __all__ = [
     "misalign_stack",
     "ncc_scores",
     "neighbour_ncc",
+    "normalized_to_affine",
     "read_transforms_attrs",
     "register_pair",
     "remove_drift",

@@ -25,9 +25,7 @@ have been trained on slips as large as those of the stack.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -36,21 +34,19 @@ from emkit.align.generator import motions_to_transforms
 from emkit.align.learned_model import (
     CUSTOM_OBJECTS,
     NCCLoss,
-    build_pair_aligner,
-    compile_pair_aligner,
     coordinate_error,
     standardize,
     transform_kind,
 )
 from emkit.align.transforms import (
     Transforms,
-    affine_from_normalized,
     apply_transforms,
     compose,
     concatenate,
     from_translations,
     identity_transforms,
     invert,
+    normalized_to_affine,
     sampling_grid,
     valid_mask,
 )
@@ -209,115 +205,11 @@ def load_training_stack(recipe):
     return stack, getattr(data, "checksums", {}) or {}
 
 
-def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool = False,
-                  tracker=None, verbose: int = 0):
-    """Trains an align recipe (:mod:`emkit.align.recipe`) with checkpoints and tracking.
-
-    The run folder is laid out as a segmentation run's (``checkpoints/last.keras``,
-    ``best.keras``, ``state.json``, ``recipe.yaml``, ``model.keras``, ``overlay.png``); a
-    folder with an unfinished ``state.json`` resumes from ``last.keras`` into the same
-    tracking run. Params, the loss curve (``train_loss``, every ``train.log_every``
-    steps), the validation coordinate error and NCC loss, and an overlay image are logged.
-
-    Returns:
-        A :class:`emkit.pipeline.RunResult`, as a segmentation run's.
-    """
-    from emkit.align.recipe import align_recipe_to_dict
-    from emkit.pipeline import RunResult, git_commit, open_run, run_folder
-    from emkit.recipes import flatten
-    from emkit.recipes.loading import yaml
-    from emkit.tracking import ends_run_on_error
-    from emkit.training import (
-        Budget,
-        Checkpoints,
-        Clock,
-        LossLogger,
-        Validation,
-        fit_steps,
-        global_step,
-        make_optimizer,
-        write_state,
-    )
-
-    folder = run_folder(recipe, output)
-    recipe_text = yaml.safe_dump(align_recipe_to_dict(recipe), sort_keys=False,
-                                 default_flow_style=None)
-    opened = open_run(recipe, folder, recipe_text, params=flatten(align_recipe_to_dict(recipe)),
-                      resume=resume, overwrite=overwrite, tracker=tracker)
-    state, resumed, tracker, run_id = opened.state, opened.resumed, opened.tracker, opened.run_id
-    checkpoints_dir = opened.checkpoints_dir
-    with ends_run_on_error(tracker):
-        stack, checksums = load_training_stack(recipe)
-        if state.step == 0:
-            tracker.set_tags({"emkit.recipe": recipe.name, "emkit.task": "align",
-                              "emkit.output_dir": str(folder.resolve()), "git_commit": git_commit(),
-                              **{f"data.{k}": v for k, v in checksums.items()}})
-        t, m = recipe.train, recipe.model
-        keras.utils.set_random_seed(recipe.run.seed)
-        last = checkpoints_dir / "last.keras"
-        if resumed and last.exists():
-            model = keras.saving.load_model(last, custom_objects=CUSTOM_OBJECTS, compile=True)
-        else:
-            model = build_pair_aligner(m.transform, filters=m.filters, depth=m.depth,
-                                       kernel_size=m.kernel_size)
-            compile_pair_aligner(model, mode=recipe.loss.mode, ncc=recipe.loss.ncc,
-                                 window=recipe.loss.window,
-                                 smoothness_weight=recipe.loss.smoothness,
-                                 optimizer=make_optimizer(t.optimizer, t.learning_rate))
-        motions = dataclasses.asdict(recipe.motions)
-        sampler = PairSampler(stack, crop=recipe.data.crop, motions=motions,
-                              batch_size=t.batch_size, steps_per_epoch=t.steps_per_epoch,
-                              seed=recipe.run.seed)
-        validate = validation_function(stack, crop=recipe.data.crop, motions=motions,
-                                       pairs=t.validation_pairs, seed=recipe.run.seed + 1,
-                                       kind=m.transform, ncc_kind=recipe.loss.ncc,
-                                       window=recipe.loss.window)
-        clock = Clock(state.elapsed_minutes)
-        checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
-                                  best_metric="coord_error_px", best_mode="min")
-        budget = Budget(t.max_steps, t.max_minutes, clock)
-        validation = Validation(validate, tracker, t.validate_every, checkpoints)
-        fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
-                  checkpoints=checkpoints, verbose=verbose,
-                  callbacks=[budget, LossLogger(tracker, t.log_every, clock), validation,
-                             checkpoints])
-        checkpoints.set_model(model)
-        checkpoints.save()
-        step = global_step(model)
-        validation.set_model(model)
-        metrics = validation.run(step)
-        model_path = folder / "model.keras"
-        tmp = folder / ".tmp-model.keras"
-        model.save(tmp)
-        tmp.replace(model_path)
-        _, images = validate(model)
-        overlay_path = folder / "overlay.png"
-        _write_png(overlay_path, images["overlay"])
-        for path in (model_path, overlay_path, checkpoints_dir):
-            tracker.log_artifact(path, None if path.is_file() else path.name)
-        state.finished = True
-        write_state(checkpoints_dir, state)
-        tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
-        tracker.finish("FINISHED")
-    return RunResult(run_id, folder, model_path, step, metrics,
-                     stopped=budget.reason or "", resumed=resumed)
-
-
-def _write_png(path, image):
-    """An RGB image to ``path``, atomically."""
-    from PIL import Image
-
-    from emkit.io._common import atomic_path
-
-    with atomic_path(Path(path)) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
 # ---------------------------------------------------------------------------- aligning
 
 
 def load_align_model(path) -> keras.Model:
-    """A pair model (``.keras``) saved by :func:`train_aligner`; InputError if it is not one."""
+    """A pair model (``.keras``) saved by :func:`emkit.recipes.align_run.train_aligner`; InputError if it is not one."""
     from emkit.models.saving import load_model
 
     with keras.saving.custom_object_scope(CUSTOM_OBJECTS):
@@ -336,7 +228,7 @@ def transform_to_transforms(transform, kind: str, shape) -> Transforms:
     """
     transform = np.asarray(transform, np.float64)
     if kind == "affine":
-        return affine_from_normalized(transform.reshape(-1, 2, 3), shape)
+        return normalized_to_affine(transform.reshape(-1, 2, 3), shape)
     flow = transform.reshape(-1, *transform.shape[-3:])
     if flow.shape[1:3] != tuple(shape):
         raise InputError(f"flow of shape {flow.shape[1:3]} does not match the images {tuple(shape)}")
@@ -405,5 +297,5 @@ def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
 
 
 __all__ = ["PairSampler", "align_learned", "draw_pair", "load_align_model",
-           "load_training_stack", "overlay_pair", "train_aligner", "transform_to_transforms",
+           "load_training_stack", "overlay_pair", "transform_to_transforms",
            "validation_function"]

@@ -14,7 +14,7 @@ output grid, added after the matrix::
 
 This is the convention of :mod:`emkit.models.spatial_transformer` (output pixel ``p``
 samples the input at the transform of ``p``; its ``"flow"`` is ``d`` with ``M = I``), so a
-learned aligner produces the same thing; :func:`affine_from_normalized` converts its
+learned aligner produces the same thing; :func:`normalized_to_affine` converts its
 normalized ``theta``. A field given at a point between pixels is interpolated linearly
 (nearest value outside the grid).
 
@@ -108,7 +108,7 @@ def rigid_matrix(*, rotation_deg: float = 0.0, translation=(0.0, 0.0), center=(0
     return matrix
 
 
-def affine_from_normalized(theta, shape) -> Transforms:
+def normalized_to_affine(theta, shape) -> Transforms:
     """Pixel transforms from spatial-transformer ``theta`` (normalized coordinates).
 
     Args:

@@ -13,7 +13,7 @@ The interface and conventions (raw float32 in [0, 1], labels unsigned with 0 =
 unlabelled, concentric crops, declared margins) are in :mod:`emkit.augment.base`.
 
 >>> import numpy as np
->>> augs = build_augmentations([{"name": "flip", "axes": ["x"]}])
+>>> augs = make_augmentations([{"name": "flip", "axes": ["x"]}])
 >>> plan = plan_augmentations(augs, (1, 2, 3))
 >>> raw = np.arange(6, dtype=np.float32).reshape(1, 2, 3) / 10
 >>> out, _ = apply_augmentations(plan, raw, None, np.random.default_rng(1))
@@ -30,6 +30,12 @@ from emkit.augment.base import (
     plan_augmentations,
 )
 from emkit.augment.blur import Blur, blur_section
+from emkit.augment.catalog import (
+    AUGMENTATIONS,
+    augmentation_keys,
+    make_augmentation,
+    make_augmentations,
+)
 from emkit.augment.defects import (
     DarkBlotch,
     Misalign,
@@ -41,12 +47,6 @@ from emkit.augment.defects import (
 from emkit.augment.elastic import Elastic, warp
 from emkit.augment.geometric import Flip, Rotate, Rotate90, Transpose, flip, rot90_yx, rotate_yx
 from emkit.augment.intensity import BrightnessContrast, Clahe, Gamma, Noise
-from emkit.augment.registry import (
-    AUGMENTATIONS,
-    augmentation_keys,
-    build_augmentation,
-    build_augmentations,
-)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -70,11 +70,11 @@ __all__ = [
     "augmentation_keys",
     "blotch_factor",
     "blur_section",
-    "build_augmentation",
-    "build_augmentations",
     "center_crop",
     "choose_augmentations",
     "flip",
+    "make_augmentation",
+    "make_augmentations",
     "plan_augmentations",
     "rot90_yx",
     "rotate_yx",

@@ -50,7 +50,7 @@ class Augmentation:
 
     Subclasses take their recipe keys as keyword-only ``__init__`` arguments, call
     ``super().__init__(p=p)`` and keep every argument, so that :meth:`config` returns a
-    dict that :func:`~emkit.augment.build_augmentations` turns back into an equal object.
+    dict that :func:`~emkit.augment.make_augmentations` turns back into an equal object.
 
     Attributes:
         name: the registry name, e.g. ``"elastic"``.

@@ -10,7 +10,7 @@ scheduler, and write a chunked output whose chunks are the blocks::
 
 A killed job, rerun with the same arguments, skips the blocks it finished.
 
-- :mod:`~emkit.blockwise.blocks`: the block grid, read (with context) and write regions.
+- :mod:`~emkit.blockwise.grid`: the block grid, read (with context) and write regions.
 - :mod:`~emkit.blockwise.store`: chunked inputs and outputs, the job folder and the
   atomic per-block completion markers.
 - :mod:`~emkit.blockwise.cluster`: the only module that imports ``dask.distributed``.
@@ -21,8 +21,8 @@ A killed job, rerun with the same arguments, skips the blocks it finished.
 Importing this package imports neither Dask's scheduler nor Keras.
 """
 
-from emkit.blockwise.blocks import Block, BlockGrid, block_grid
 from emkit.blockwise.cluster import BlockFailed, connect
+from emkit.blockwise.grid import Block, BlockGrid, block_grid
 from emkit.blockwise.predict import predict_blockwise
 from emkit.blockwise.segment import segment_blockwise
 

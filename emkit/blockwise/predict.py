@@ -1,6 +1,6 @@
 """Blockwise prediction on Dask: :func:`predict_blockwise`.
 
-The volume is cut into blocks (:mod:`~emkit.blockwise.blocks`); each block is one Dask
+The volume is cut into blocks (:mod:`~emkit.blockwise.grid`); each block is one Dask
 task that predicts its write region with :func:`emkit.inference.predict_volume`
 (``roi=``), which reads the block's context (the model's input window minus its output
 window) from the volume around it and mirrors only at the volume's own edges. Blocks
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emkit.blockwise import store
-from emkit.blockwise.blocks import Block, block_grid
 from emkit.blockwise.cluster import connect, run_blocks
+from emkit.blockwise.grid import Block, block_grid
 from emkit.errors import InputError, MissingDataError
 
 STAGE = "predict"
@@ -148,7 +148,7 @@ def predict_block(block: Block, job: PredictJob) -> int:
     if store.is_done(folder, STAGE, block.id):
         return 0
     from emkit.inference import to_disk_layout
-    from emkit.inference.predict import predict_volume
+    from emkit.inference.tiled import predict_volume
     from emkit.io import open_volume
 
     model, lock = _cached_model(job.model, job.model_stamp)

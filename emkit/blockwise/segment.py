@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from emkit.blockwise import stitch, store
-from emkit.blockwise.blocks import Block, BlockGrid, block_grid
 from emkit.blockwise.cluster import connect, run_blocks
+from emkit.blockwise.grid import Block, BlockGrid, block_grid
 from emkit.errors import InputError
 from emkit.postprocess._checks import check_unit_float
 from emkit.postprocess.watershed import (
@@ -113,11 +113,11 @@ def segment_blockwise(
     """
     start = time.perf_counter()
     volume = store.open_chunked(affs, ndim=4, role="affinities")
-    if volume.shape[0] < 3 or volume.shape[-1] <= 3:
+    if volume.shape[0] < 3 or (volume.shape[-1] == 3 and volume.shape[0] != 3):
         raise InputError(
             f"affinities '{volume.spec}' have shape {tuple(volume.shape)}: expected channels "
-            "first (c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1), "
-            "and more than 3 voxels along x (channels last, (z, y, x, c), is not read)"
+            "first (c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1) "
+            "(channels last, (z, y, x, 3), is not read)"
         )
     if volume.dtype != np.uint8 and volume.dtype.kind != "f":
         raise InputError(f"affinities '{volume.spec}' have dtype {volume.dtype}; expected "

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from emkit.postprocess.agglomeration import history_indices, threshold_luts
-from emkit.postprocess.rag import RegionGraph, build_region_graph
+from emkit.postprocess.rag import RegionGraph, region_graph_unchecked
 from emkit.postprocess.watershed import affinity_watershed
 
 NN_CHANNELS = (0, 1, 2)
@@ -80,7 +80,7 @@ def block_fragments(affs, write_in_read, **watershed):
     fragments = fragments.astype(np.int64, copy=False)
     n = int(max(mapping.values(), default=0))
     inner_affs = np.ascontiguousarray(affs[write_in_read])
-    rag = build_region_graph(fragments, n, inner_affs, NN_CHANNELS)
+    rag = region_graph_unchecked(fragments, n, inner_affs, NN_CHANNELS)
     return fragments, {"n": n, "u": rag.u, "v": rag.v, "count": rag.count, "total": rag.total}
 
 

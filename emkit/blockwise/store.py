@@ -308,7 +308,7 @@ def publish(array_path: Path, output, grid, *, overwrite: bool, voxel_size_nm=No
     Args:
         array_path: The finished Zarr array (a root array store).
         output: The output spec.
-        grid: The job's :class:`~emkit.blockwise.blocks.BlockGrid` (HDF5 copies by block).
+        grid: The job's :class:`~emkit.blockwise.grid.BlockGrid` (HDF5 copies by block).
         overwrite: Replace an existing output.
         voxel_size_nm: Stored as the ``resolution`` attribute.
     """

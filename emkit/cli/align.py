@@ -216,31 +216,19 @@ def run_align(args) -> int:
 
 
 def run_train(args) -> int:
-    from emkit.align.learned import train_aligner
-    from emkit.cli.recipe import recipe_overrides, run_output
+    from emkit.cli.recipe import aligner_summary, recipe_overrides, run_output
     from emkit.recipes import load_recipe
+    from emkit.recipes.run import run_recipe
+    from emkit.tracking import tracking_uri
 
     recipe = load_recipe(args.recipe, recipe_overrides(args), quick=args.quick)
     if getattr(recipe, "task", None) != "align":
         raise InputError(f"recipe {args.recipe!r} is a segmentation recipe; `emkit align train` "
                          "takes a recipe with task: align (align_learned_affine, "
                          "align_learned_flow); run it with `emkit recipe run`")
-    result = train_aligner(recipe, output=run_output(args, recipe), resume=args.resume,
-                           overwrite=args.overwrite, verbose=2)
-    return report_training(recipe, result)
-
-
-def report_training(recipe, result) -> int:
-    """Prints what an align training run produced (shared with `emkit recipe run`)."""
-    from emkit.tracking import tracking_uri
-
-    print(f"\nrecipe      {recipe.name}{' (resumed)' if result.resumed else ''}")
-    print(f"mlflow run  {result.run_id}  ({tracking_uri(recipe.tracking.uri)}, experiment "
-          f"{recipe.tracking.experiment}; `emkit ui` to browse)")
-    print(f"steps       {result.steps}  ({result.stopped})")
-    print(f"outputs     {result.output_dir}/  (model.keras for `emkit align run --method "
-          "learned --model`, overlay.png, checkpoints/)")
-    print("validation  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    result = run_recipe(recipe, output=run_output(args, recipe), resume=args.resume,
+                        overwrite=args.overwrite, verbose=2)
+    print(aligner_summary(recipe, result, tracking_uri(recipe.tracking.uri)))
     return 0
 
 

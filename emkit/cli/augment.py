@@ -134,7 +134,7 @@ def run(args) -> int:
         if args.overrides:
             raise InputError("--set applies to a recipe (a shipped name or a recipe file), "
                              "not to a preview file or --dataset")
-        rows = preview_samples(recipe_from_args(args), samples=args.samples, root=args.root)
+        rows = preview_samples(args_to_recipe(args), samples=args.samples, root=args.root)
     write_grid(rows, out)
     print(f"wrote {out} ({len(rows)} samples)")
     return 0
@@ -176,7 +176,7 @@ def is_full_recipe(name_or_path) -> bool:
 
 def recipe_sampler(args):
     """The training sampler of a recipe, built as ``emkit recipe run`` builds it."""
-    from emkit.recipes import load_recipe, stages
+    from emkit.recipes import build, load_recipe
 
     overrides = [*args.overrides, *([f"data.root={args.root}"] if args.root else []),
                  *([f"run.seed={args.seed}"] if args.seed is not None else [])]
@@ -186,12 +186,12 @@ def recipe_sampler(args):
             raise InputError(f"--{option.replace('_', '-')} applies to a preview file or to "
                              f"no RECIPE; for the recipe {args.recipe!r} use --set instead")
     recipe = load_recipe(args.recipe, overrides, segmentation_only=True)
-    data = stages.prepare_data(recipe)
-    plan = stages.device_plan(recipe)
-    net = stages.build_network(recipe, plan)
-    export = stages.exporter(recipe, net)
-    model = stages.build_trainer(recipe, net, plan) if export.net is not None else net
-    return stages.build_sampler(recipe, data, model)
+    data = build.prepare_data(recipe)
+    plan = build.device_plan(recipe)
+    net = build.build_network(recipe, plan)
+    export = build.exporter(recipe, net)
+    model = build.build_trainer(recipe, net, plan) if export.net is not None else net
+    return build.make_sampler(recipe, data, model)
 
 
 def read_recipe(path) -> dict:
@@ -222,7 +222,7 @@ def _shape(text, option):
         raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
-def recipe_from_args(args) -> dict:
+def args_to_recipe(args) -> dict:
     """The recipe: the YAML file's keys, overridden by command-line options."""
     recipe = read_recipe(args.recipe) if args.recipe else {}
     if args.dataset:
@@ -263,12 +263,12 @@ def recipe_model(recipe):
             channels = len(recipe.get("offsets") or ([0] * len(shapes[0])))
         return shape_model(shapes[0], shapes[1] or shapes[0], out_channels=channels)
     from emkit.models import build_model
-    from emkit.models.spec import spec_from_dict
+    from emkit.models.architectures import dict_to_spec
 
     if isinstance(model, str):
         return build_model(model)
     if isinstance(model, dict):
-        return build_model(spec_from_dict(model))
+        return build_model(dict_to_spec(model))
     raise InputError(f"model must be an architecture name or a spec mapping, got {model!r}")
 
 

@@ -141,7 +141,7 @@ def _build(args):
 def _fit(ensemble, args):
     from emkit.ensemble import fit_validation_weights, load_members, with_weights
     from emkit.recipes import load_recipe
-    from emkit.recipes.stages import prepare_data
+    from emkit.recipes.build import prepare_data
 
     overrides = [*args.overrides, *([f"data.root={args.root}"] if args.root else [])]
     recipe = load_recipe(args.recipe, overrides, segmentation_only=True)

@@ -66,7 +66,7 @@ def run(args) -> int:
 
 def _list() -> int:
     from emkit.models import shapes
-    from emkit.models.registry import ARCHITECTURES, DESCRIPTIONS
+    from emkit.models.architectures import ARCHITECTURES, DESCRIPTIONS
 
     rows = [("name", "family", "dims", "out", "input -> output", "fov", "description")]
     for name, spec in ARCHITECTURES.items():
@@ -92,7 +92,7 @@ def _show(args) -> int:
     import yaml
 
     from emkit.models import shapes
-    from emkit.models.registry import build_model, get_spec
+    from emkit.models.architectures import build_model, get_spec
 
     shape_words = [w for w in args.input_shape or [] if "=" not in w]
     overrides = {}

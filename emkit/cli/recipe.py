@@ -5,7 +5,7 @@
     emkit recipe run isbi_n4 [--quick] [--set train.max_steps=100 ...] [--output DIR]
                              [--resume] [--overwrite] [--tracking-uri URI] [--root DIR]
 
-A thin layer over :mod:`emkit.recipes` and :func:`emkit.pipeline.run_recipe`.
+A thin layer over :mod:`emkit.recipes` and :func:`emkit.recipes.run.run_recipe`.
 """
 
 from __future__ import annotations
@@ -110,17 +110,11 @@ def run_output(args, recipe):
 
 
 def run_run(args) -> int:
-    from emkit.pipeline import run_recipe
+    from emkit.recipes.run import run_recipe
     from emkit.tracking import tracking_uri
 
     recipe = _load(args)
     output = run_output(args, recipe)
-    if getattr(recipe, "task", None) == "align":  # emkit.align.recipe
-        from emkit.align.learned import train_aligner
-        from emkit.cli.align import report_training
-
-        return report_training(recipe, train_aligner(recipe, output=output, resume=args.resume,
-                                                     overwrite=args.overwrite, verbose=2))
     start = time.monotonic()
     result = run_recipe(recipe, output=output, resume=args.resume, overwrite=args.overwrite,
                         verbose=2)
@@ -136,12 +130,28 @@ NAMES = {"pixel_error": "pixel error", "v_rand": "ISBI V_rand", "v_info": "ISBI 
          "voi": "VOI"}
 
 
+def aligner_summary(recipe, result, uri: str) -> str:
+    """What an align recipe's run produced (``emkit recipe run``, ``emkit align train``)."""
+    return "\n".join([
+        "",
+        f"recipe      {recipe.name}{' (resumed)' if result.resumed else ''}",
+        (f"mlflow run  {result.run_id}  ({uri}, experiment {recipe.tracking.experiment}; "
+        "`emkit ui` to browse)"),
+        f"steps       {result.steps}  ({result.stopped})",
+        (f"outputs     {result.output_dir}/  (model.keras for `emkit align run --method learned "
+        "--model`, overlay.png, checkpoints/)"),
+        "validation  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()),
+    ])
+
+
 def summary(recipe, result, uri: str, minutes: float) -> str:
     """The lines printed at the end of ``emkit recipe run``: what the run got and where.
 
     The last line is the headline: the tuned, held-out score when the run tuned its
     postprocessing, else the validation score with the recipe's options.
     """
+    if getattr(recipe, "task", None) == "align":
+        return aligner_summary(recipe, result, uri)
     m, tuning = result.metrics, result.tuning
     folder = result.output_dir
     lines = ["", (f"== {recipe.name}{' (resumed)' if result.resumed else ''}: "

@@ -216,7 +216,7 @@ def recipe_options(source: str) -> tuple[str, dict, str]:
     from pathlib import Path
 
     from emkit.recipes.loading import read_recipe_data
-    from emkit.recipes.registry import recipe_path
+    from emkit.recipes.shipped import recipe_path
 
     path = Path(source)
     if path.is_dir():
@@ -274,16 +274,16 @@ def run(args: argparse.Namespace) -> int:
         thresholds = parse_floats(args.thresholds, "--thresholds")
         outputs = output_specs(args.output, thresholds)
         # Channels last, (z, y, x, 3), would be read as c = z and an x of 3 voxels.
-        if volume.shape[0] < 3 or volume.shape[-1] <= 3:
+        channels_last = volume.shape[-1] == 3 and volume.shape[0] != 3
+        if volume.shape[0] < 3 or channels_last:
             hint = (
-                f"; its last axis holds {volume.shape[-1]}, so it looks channels last "
-                "(z, y, x, c): store it channels first"
-                if volume.shape[-1] <= 3 else f"; got {volume.shape[0]} channel(s)"
+                "; its last axis holds 3, so it looks channels last (z, y, x, c): store it "
+                "channels first" if channels_last else f"; got {volume.shape[0]} channel(s)"
             )
             raise InputError(
                 f"INPUT '{volume.spec}' has shape {tuple(volume.shape)}: affinities must be "
                 f"stored channels first (c, z, y, x) with at least 3 channels, offsets "
-                f"(1,0,0), (0,1,0), (0,0,1), and more than 3 voxels along x{hint}"
+                f"(1,0,0), (0,1,0), (0,0,1){hint}"
             )
         for spec in outputs + ([args.fragments] if args.fragments else []):
             check_writable(spec, args.overwrite)

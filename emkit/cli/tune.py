@@ -10,8 +10,8 @@
                       [--metric KEY] [--tracking-uri URI] [--output-root DIR]
                       [--timeout SECONDS] [--seed N] [--root DIR]
 
-A thin layer over :func:`emkit.tune.postprocess.tune_run` and
-:func:`emkit.tune.search.search_recipe`.
+A thin layer over :func:`emkit.recipes.tune_run.tune_run` and
+:func:`emkit.recipes.search.search_recipe`.
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_watershed(args) -> int:
-    from emkit.tune.postprocess import THRESHOLD_GRID, tune_run
+    from emkit.recipes.tune_run import tune_run
+    from emkit.tune.postprocess import THRESHOLD_GRID
 
     thresholds = THRESHOLD_GRID
     if args.thresholds:
@@ -205,7 +206,7 @@ def run_watershed(args) -> int:
 
 
 def run_recipe(args) -> int:
-    from emkit.tune.search import search_recipe
+    from emkit.recipes.search import search_recipe
 
     overrides = list(args.overrides) + ([f"data.root={args.root}"] if args.root else [])
     r = search_recipe(

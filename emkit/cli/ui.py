@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from emkit.tracking import tracking_uri, ui_command
+    from emkit.tracking import runs_page, tracking_uri, ui_command
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port: expected a port in 1-65535, got {args.port}")
@@ -59,7 +59,7 @@ def run(args) -> int:
     if _answers(address):
         raise InputError(f"--port {args.port}: a server already answers at {address}; "
                          "choose another port")
-    page = address + runs_page(uri, args.experiment)
+    page = address + runs_page(uri, args.experiment)  # emkit.tracking: the runs table
     verbose = getattr(args, "verbose", False)
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, start_new_session=True,
@@ -73,39 +73,6 @@ def run(args) -> int:
             return server.wait()
         finally:
             stop_group(server)
-
-
-def runs_page(uri: str, experiment: str | None) -> str:
-    """The UI path of an experiment's runs table in the model-training view.
-
-    The experiment is ``experiment`` or the one with the newest run. MLflow 3's UI opens
-    an experiment on its GenAI overview unless the address asks for
-    ``workflowType=machine_learning``; emkit's experiments also carry the tag
-    ``mlflow.experimentKind = custom_model_development`` (:mod:`emkit.tracking`).
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        if experiment is not None:
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                names = [e.name for e in client.search_experiments()]
-                raise InputError(f"--experiment: no experiment {experiment!r} in {uri}; "
-                                 f"it holds {', '.join(names) or 'none'}")
-            experiment_id = found.experiment_id
-        else:
-            runs = client.search_runs(
-                [e.experiment_id for e in client.search_experiments()],
-                order_by=["attributes.start_time DESC"], max_results=1)
-            if not runs:
-                return "/#/experiments?workflowType=machine_learning"
-            experiment_id = runs[0].info.experiment_id
-    except MlflowException as exc:
-        raise InputError(f"cannot read the tracking store {uri}: "
-                         f"{' '.join(str(exc).split())[:200]}") from exc
-    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _answers(address: str) -> bool:

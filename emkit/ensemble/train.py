@@ -1,6 +1,6 @@
 """The EnsembleLearner (thesis 2.8): train K members of one recipe, then score their ensemble.
 
-:func:`train_ensemble` is a short orchestration over :func:`emkit.pipeline.run_recipe`::
+:func:`train_ensemble` is a short orchestration over :func:`emkit.recipes.run.run_recipe`::
 
     parent tracking run  <recipe>-ensemble<K>-<time>   (params: the recipe, members)
      ├─ member 0: run_recipe(recipe + run.seed=seed+0, output=DIR/member-0)   child run
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emkit.errors import InputError, OverwriteError
-from emkit.recipes import stages
+from emkit.recipes import build
 
 #: The folder's record of the ensemble run (parent run id, members' results).
 RECORD_FILE = "ensemble.json"
@@ -67,8 +67,8 @@ class EnsembleRun:
     outputs: list = field(default_factory=list)
 
 
-class EnsembleValidation(stages.ValidationPipeline):
-    """The :class:`~emkit.recipes.stages.ValidationPipeline` of an ensemble: its
+class EnsembleValidation(build.ValidationPipeline):
+    """The :class:`~emkit.recipes.build.ValidationPipeline` of an ensemble: its
     prediction is :func:`~emkit.ensemble.predict_ensemble`'s; segmenting and
     evaluating are the recipe's, as for a single run."""
 
@@ -76,7 +76,7 @@ class EnsembleValidation(stages.ValidationPipeline):
         from emkit.ensemble.model import predict_ensemble
 
         return predict_ensemble(ensemble, self.raw, progress=False,
-                                 **stages.inference_options(self.recipe, tta=tta))
+                                 **build.inference_options(self.recipe, tta=tta))
 
 
 def ensemble_folder(recipe, members: int, output=None) -> Path:
@@ -167,8 +167,9 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
         OverwriteError: the folder holds other files and ``overwrite`` is False.
     """
     from emkit.ensemble.model import make_ensemble, save_ensemble
-    from emkit.pipeline import git_commit, run_recipe
     from emkit.recipes import dump_recipe, flatten, load_recipe, recipe_to_dict
+    from emkit.recipes.folder import git_commit
+    from emkit.recipes.run import run_recipe
     from emkit.tracking import MlflowTracker, ends_run_on_error
     from emkit.training import read_state
 
@@ -222,7 +223,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
                       "weights": {"method": "uniform"}, "parent_run_id": parent_id},
         )
         ensemble_path = save_ensemble(ensemble, folder / "ensemble.yaml", overwrite=True)
-        data = stages.prepare_data(base)
+        data = build.prepare_data(base)
         tracker.set_tags({f"data.{k}": v for k, v in data.checksums.items()})
         validate = EnsembleValidation(base, data)
         start = time.monotonic()
@@ -237,7 +238,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
         tracker.log_metrics(numbers, step=step)
         for name, image in images.items():
             tracker.log_image(image, key=f"val_{name}", step=step)
-        outputs = stages.write_outputs(base, data, result, folder / "outputs")
+        outputs = build.write_outputs(base, data, result, folder / "outputs")
         tracker.log_artifact(ensemble_path)
         tracker.log_artifact(folder / "outputs", "outputs")
         record.update(finished=True, metrics=metrics, outputs=[str(p) for p in outputs])

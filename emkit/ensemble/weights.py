@@ -158,12 +158,12 @@ def validation_targets(recipe, data, *, ndim: int) -> tuple[np.ndarray, np.ndarr
 
     Args:
         recipe: the :class:`~emkit.recipes.Recipe`.
-        data: its :class:`~emkit.recipes.stages.PreparedData`.
+        data: its :class:`~emkit.recipes.build.PreparedData`.
         ndim: 2 (targets per section) or 3, as the models that predict them.
 
     Returns:
         ``(target, known)``, float32 ndarrays of shape (Z, Y, X, C), Z the validation
-        sections in order, the layout of :class:`~emkit.recipes.stages.ValidationPipeline`'s
+        sections in order, the layout of :class:`~emkit.recipes.build.ValidationPipeline`'s
         predictions.
     """
     from emkit.sampling import read_ids
@@ -216,13 +216,13 @@ def fit_validation_weights(models, recipe, data=None, *, names=None,
     """Fits member weights on a recipe's validation sections.
 
     Each member predicts the validation sections once, with the recipe's
-    inference options (:class:`~emkit.recipes.stages.ValidationPipeline`); only
+    inference options (:class:`~emkit.recipes.build.ValidationPipeline`); only
     its values on known voxels are kept.
 
     Args:
         models: built Keras models (the members).
         recipe: the recipe whose data, validation sections and targets to use.
-        data: its prepared data (default: :func:`~emkit.recipes.stages.prepare_data`).
+        data: its prepared data (default: :func:`~emkit.recipes.build.prepare_data`).
         names: how to name the members in errors.
         max_voxels: see :func:`fit_weights`.
 
@@ -234,10 +234,10 @@ def fit_validation_weights(models, recipe, data=None, *, names=None,
             the recipe's target.
     """
     from emkit.ensemble.model import check_members
-    from emkit.recipes import stages
+    from emkit.recipes import build
 
     shapes = check_members(models, names)
-    data = stages.prepare_data(recipe) if data is None else data
+    data = build.prepare_data(recipe) if data is None else data
     target, known = validation_targets(recipe, data, ndim=shapes.ndim)
     if target.shape[-1] != shapes.out_channels:
         raise InputError(
@@ -247,7 +247,7 @@ def fit_validation_weights(models, recipe, data=None, *, names=None,
     index = _subsample(np.flatnonzero(known > 0), max_voxels)
     if index.size == 0:
         raise InputError(f"recipe {recipe.name}: the validation sections have no known voxel")
-    validate = stages.ValidationPipeline(recipe, data)
+    validate = build.ValidationPipeline(recipe, data)
     columns = np.stack([validate.predict(m).reshape(-1)[index] for m in models])
     return fit_columns(columns, target.reshape(-1)[index])
 

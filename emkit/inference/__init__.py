@@ -10,7 +10,7 @@ training's validation callback use it)::
     with create_output("pred.zarr:affs", (*raw.shape, 3), overwrite=True) as out:
         predict_volume(model, raw, out=out)             # out of core, (3, Z, Y, X) on disk
 
-- :mod:`~emkit.inference.predict`: :func:`plan_prediction` (tile sizes from
+- :mod:`~emkit.inference.tiled`: :func:`plan_prediction` (tile sizes from
   the model) and :func:`predict_volume` (the loop).
 - :mod:`~emkit.inference.tiling`: read and write regions, mirror padding and
   blending weights, plain NumPy; its docstring draws them.
@@ -24,7 +24,7 @@ Keras; running a model does.
 
 from emkit.inference._writer import check_output, create_output, disk_shape, to_disk_layout
 from emkit.inference.plan import DEFAULT_TILE, PredictionPlan, plan_prediction
-from emkit.inference.predict import predict_volume
+from emkit.inference.tiled import predict_volume
 from emkit.inference.tiling import BLENDS, Tile, TileGrid, tile_grid
 from emkit.inference.tta import dihedral_transforms, predict_tta
 

@@ -29,7 +29,7 @@ from emkit.io.volume import (
     read_volume,
     require_ndim,
 )
-from emkit.io.write import write_volume
+from emkit.io.write import write_text, write_volume
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -41,5 +41,6 @@ __all__ = [
     "read_attributes",
     "read_volume",
     "require_ndim",
+    "write_text",
     "write_volume",
 ]

@@ -45,7 +45,12 @@ def nm_tuple(value, *, name: str, where: str, positive: bool = False):
 
 
 def require_file(path: Path, *, what: str) -> None:
-    """Raises MissingDataError naming the path when it does not exist."""
+    """Raises MissingDataError naming the path when it does not exist.
+
+    Args:
+        path: the file.
+        what: what it is, for the message (e.g. "HDF5 file").
+    """
     if not path.exists():
         raise MissingDataError(f"{what} not found: '{path}'")
 
@@ -55,13 +60,22 @@ def temp_name(name: str, suffix: str = "") -> str:
 
     The process id in the name lets a later run tell a temporary that a killed
     process left behind (:func:`is_stale_temp`) from one that a running process writes.
+
+    Args:
+        name: the target's name (without its suffix).
+        suffix: the temporary's suffix, e.g. ".h5".
     """
     return f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
 
 
 def is_stale_temp(entry: str, name: str, suffix: str = "") -> bool:
     """True when ``entry`` is a temporary of ``name`` (see :func:`temp_name`) whose
-    process is no longer running on this machine."""
+    process is no longer running on this machine.
+
+    Args:
+        entry: a name in the target's folder (or group).
+        name, suffix: the target's, as given to :func:`temp_name`.
+    """
     prefix = f".{name}{TEMP_MARK}"
     if not (entry.startswith(prefix) and entry.endswith(suffix)):
         return False

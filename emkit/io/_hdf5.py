@@ -71,7 +71,12 @@ def _dataset(f, path: Path, key: str | None):
 
 
 def probe(path: Path, key: str | None) -> dict:
-    """Reads shape, dtype and voxel size of a dataset without reading its data."""
+    """Reads shape, dtype and voxel size of a dataset without reading its data.
+
+    Args:
+        path: the file (a Zarr store: its folder).
+        key: the dataset key inside it; None for a format that holds one array.
+    """
     with _open(path) as f:
         ds = _dataset(f, path, key)
         where = f"'{path}:{ds.name.lstrip('/')}'"
@@ -90,7 +95,11 @@ def probe(path: Path, key: str | None) -> dict:
 
 
 def attributes(path: Path, key: str | None) -> dict:
-    """The attributes of a dataset as plain Python values (lists, numbers, strings)."""
+    """The attributes of a dataset as plain Python values (lists, numbers, strings).
+
+    Args:
+        path, key: as for :func:`probe`.
+    """
     with _open(path) as f:
         return {name: _plain(value) for name, value in _dataset(f, path, key).attrs.items()}
 
@@ -104,7 +113,12 @@ def _plain(value):
 
 
 def read(path: Path, key: str, box: tuple[slice, ...]) -> np.ndarray:
-    """Reads the box (slices of step 1) from the dataset; only that box is read."""
+    """Reads the box (slices of step 1) from the dataset; only that box is read.
+
+    Args:
+        path, key: as for :func:`probe`.
+        box: one slice per axis, start and stop set, inside the array.
+    """
     with _open(path) as f:
         ds = _dataset(f, path, key)
         try:
@@ -121,6 +135,10 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     dataset deleted) once complete; a failed write deletes the temporary dataset. HDF5
     does not give back the space of deleted datasets, so repeated overwrites grow the file
     (``h5repack`` shrinks it).
+
+    Args:
+        path, key, array: where to write what (``key`` None for a format of one array).
+        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
     """
     if key is None:
         raise InputError(
@@ -164,6 +182,10 @@ def atomic_key(f, key: str) -> Iterator[str]:
     there is deleted first); when it raises, the temporary key is deleted, so a failed
     write leaves ``f`` as it was. The HDF5 counterpart of :func:`~emkit.io._common.atomic_path`.
     Temporary keys of ``key`` that killed processes left are deleted first.
+
+    Args:
+        f: an HDF5 file open for writing.
+        key: the dataset to write, e.g. "volumes/pred".
     """
     import h5py
 

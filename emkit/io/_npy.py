@@ -19,16 +19,33 @@ def _load(path: Path) -> np.ndarray:
 
 
 def probe(path: Path, key: str | None) -> dict:
+    """Shape and dtype from the memory-mapped file (a .npy stores no voxel size).
+
+    Args:
+        path: the file (a Zarr store: its folder).
+        key: the dataset key inside it; None for a format that holds one array.
+    """
     array = _load(path)
     return {"key": None, "shape": array.shape, "dtype": array.dtype,
             "voxel_size_nm": None, "offset_nm": None}
 
 
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
+    """The box, copied out of the memory-mapped file.
+
+    Args:
+        path, key: as for :func:`probe`.
+        box: one slice per axis, start and stop set, inside the array.
+    """
     return np.array(_load(path)[box])
 
 
 def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
-    """Writes a ``.npy`` file atomically (uncompressed; ``compression`` does not apply)."""
+    """Writes a ``.npy`` file atomically (uncompressed; ``compression`` does not apply).
+
+    Args:
+        path, key, array: where to write what (``key`` None for a format of one array).
+        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    """
     with atomic_path(path) as tmp:
         np.save(tmp, array, allow_pickle=False)

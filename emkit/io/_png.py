@@ -49,6 +49,12 @@ def _image(file: Path) -> np.ndarray:
 
 
 def probe(path: Path, key: str | None) -> dict:
+    """Shape and dtype from the first section's header (one PNG per section, or one image).
+
+    Args:
+        path: the file (a Zarr store: its folder).
+        key: the dataset key inside it; None for a format that holds one array.
+    """
     from PIL import Image
 
     files = section_files(path)
@@ -73,6 +79,12 @@ def probe(path: Path, key: str | None) -> dict:
 
 
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
+    """The box, decoding only the sections it covers.
+
+    Args:
+        path, key: as for :func:`probe`.
+        box: one slice per axis, start and stop set, inside the array.
+    """
     files = section_files(path)
     if path.is_file():
         return np.array(_image(path)[box])
@@ -80,7 +92,12 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
 
 
 def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
-    """Writes PNG sections atomically (lossless; ``compression`` and ``chunks`` do not apply)."""
+    """Writes PNG sections atomically (lossless; ``compression`` and ``chunks`` do not apply).
+
+    Args:
+        path, key, array: where to write what (``key`` None for a format of one array).
+        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    """
     from PIL import Image
 
     if array.dtype not in DTYPES:

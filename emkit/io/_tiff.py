@@ -96,7 +96,12 @@ def _check_whole(tif, series, path: Path) -> None:
 
 
 def probe(path: Path, key: str | None) -> dict:
-    """Reads shape, dtype and voxel size of the first series without reading pixels."""
+    """Reads shape, dtype and voxel size of the first series without reading pixels.
+
+    Args:
+        path: the file (a Zarr store: its folder).
+        key: the dataset key inside it; None for a format that holds one array.
+    """
     with _open(path) as (tif, series):
         meta = (tif.shaped_metadata or [{}])[0]
         where = f"'{path}'"
@@ -111,7 +116,11 @@ def probe(path: Path, key: str | None) -> dict:
 
 
 def attributes(path: Path, key: str | None) -> dict:
-    """The JSON metadata of the first page (``{"shape": ..., "voxel_size_nm": ...}``)."""
+    """The JSON metadata of the first page (``{"shape": ..., "voxel_size_nm": ...}``).
+
+    Args:
+        path, key: as for :func:`probe`.
+    """
     with _open(path) as (tif, _series):
         return dict((tif.shaped_metadata or [{}])[0])
 
@@ -121,6 +130,10 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
 
     A whole volume is read with tifffile alone; a part goes through tifffile's Zarr
     store (imported here only, so that reading whole stacks needs no Zarr).
+
+    Args:
+        path, key: as for :func:`probe`.
+        box: one slice per axis, start and stop set, inside the array.
     """
     with _open(path, check=False) as (_tif, series):
         try:
@@ -139,6 +152,10 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
 
     ``compression="gzip"`` stores deflate (zlib) pages, which tifffile, Fiji, Pillow and
     scikit-image read; ``None`` stores plain pages. ``chunks`` does not apply.
+
+    Args:
+        path, key, array: where to write what (``key`` None for a format of one array).
+        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
     """
     import tifffile
 

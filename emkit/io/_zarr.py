@@ -74,7 +74,12 @@ def _open_array(path: Path, key: str | None):
 
 
 def probe(path: Path, key: str | None) -> dict:
-    """Reads shape, dtype and voxel size of an array without reading its data."""
+    """Reads shape, dtype and voxel size of an array without reading its data.
+
+    Args:
+        path: the file (a Zarr store: its folder).
+        key: the dataset key inside it; None for a format that holds one array.
+    """
     array = _open_array(path, key)
     key = array.path or None
     where = f"'{path}:{key}'" if key else f"'{path}'"
@@ -96,7 +101,11 @@ def probe(path: Path, key: str | None) -> dict:
 
 
 def attributes(path: Path, key: str | None) -> dict:
-    """The attributes of an array as plain Python values."""
+    """The attributes of an array as plain Python values.
+
+    Args:
+        path, key: as for :func:`probe`.
+    """
     return dict(_open_array(path, key).attrs)
 
 
@@ -111,7 +120,12 @@ def _root_attributes(path: Path) -> dict:
 
 
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
-    """Reads the box (slices of step 1); only the chunks it touches are read."""
+    """Reads the box (slices of step 1); only the chunks it touches are read.
+
+    Args:
+        path, key: as for :func:`probe`.
+        box: one slice per axis, start and stop set, inside the array.
+    """
     array = _open_array(path, key)
     try:
         return np.asarray(array[box] if box else array[()])
@@ -125,6 +139,10 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     A new store (or a new root array) is written to a temporary folder and renamed. In an
     existing store the array is written under a temporary name beside ``key`` and its
     folder renamed to ``key``; an old array is moved aside first and deleted after.
+
+    Args:
+        path, key, array: where to write what (``key`` None for a format of one array).
+        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
     """
     if compression not in COMPRESSIONS:
         raise InputError(

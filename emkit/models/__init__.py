@@ -5,7 +5,7 @@ A network takes ``(batch, z, y, x, channels)`` (or ``(batch, y, x, channels)`` i
 affinities (nearest-neighbour z, y, x first, then long-range).
 
 - :mod:`~emkit.models.spec`: declarative specs that a recipe writes in YAML.
-- :mod:`~emkit.models.registry`: ``ARCHITECTURES``, a plain dict of named specs,
+- :mod:`~emkit.models.architectures`: ``ARCHITECTURES``, a plain dict of named specs,
   and :func:`build_model`.
 - :mod:`~emkit.models.convnet`, :mod:`~emkit.models.unet`,
   :mod:`~emkit.models.rsunet`: one builder per family.
@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import importlib
 
-from emkit.models.registry import ARCHITECTURES, DESCRIPTIONS, build_model, get_spec
+from emkit.models.architectures import (
+    ARCHITECTURES,
+    DESCRIPTIONS,
+    build_model,
+    dict_to_spec,
+    get_spec,
+)
 from emkit.models.shapes import (
     Geometry,
     field_of_view,
@@ -46,7 +52,6 @@ from emkit.models.spec import (
     LayerSpec,
     RSUNetSpec,
     UNetSpec,
-    spec_from_dict,
     spec_to_dict,
 )
 
@@ -91,6 +96,7 @@ __all__ = [
     "build_rsunet",
     "build_unet",
     "dense_model",
+    "dict_to_spec",
     "field_of_view",
     "geometry",
     "get_spec",
@@ -102,7 +108,6 @@ __all__ = [
     "output_stride",
     "predict_patchwise",
     "smallest_input_shape",
-    "spec_from_dict",
     "spec_to_dict",
     "valid_input_sizes",
     "with_input_shape",

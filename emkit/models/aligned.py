@@ -47,7 +47,7 @@ from keras import layers, ops
 
 from emkit.errors import InputError
 from emkit.models.spatial_transformer import SpatialTransformer, bilinear_sample, sampling_coords
-from emkit.models.spec import AlignSpec, align_spec_from_dict
+from emkit.models.spec import AlignSpec, dict_to_align_spec
 
 
 def weighted_ncc(a, b, weights, eps: float = 1e-6):
@@ -247,7 +247,7 @@ def build_aligned(net: keras.Model, align: AlignSpec | dict, *, name: str | None
     ('flow', (4, 16, 16, 3))
     """
     if not isinstance(align, AlignSpec):
-        align = align_spec_from_dict(align, key="align")
+        align = dict_to_align_spec(align, key="align")
     shape = tuple(net.inputs[0].shape)
     if len(shape) != 5:
         raise InputError(

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 
 from emkit.models import shapes
-from emkit.models.blocks import apply_conv_block, apply_head
+from emkit.models.conv_blocks import apply_conv_block, apply_head
 from emkit.models.layers import max_pooling_class
 from emkit.models.spec import ConvNetSpec, per_axis, resolve_spec
 
@@ -39,7 +39,7 @@ def build_convnet(spec: ConvNetSpec | dict | None = None, **kwargs: Any) -> kera
     Returns:
         A functional ``keras.Model`` named ``spec.name``.
 
-    >>> from emkit.models.registry import ARCHITECTURES
+    >>> from emkit.models.architectures import ARCHITECTURES
     >>> build_convnet(ARCHITECTURES["n4"]).output_shape
     (None, 1, 1, 1)
     """

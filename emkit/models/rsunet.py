@@ -20,7 +20,7 @@ from keras import layers
 
 from emkit.errors import InputError
 from emkit.models import shapes
-from emkit.models.blocks import apply_conv_block, apply_head
+from emkit.models.conv_blocks import apply_conv_block, apply_head
 from emkit.models.layers import activation_layer, conv_class, max_pooling_class
 from emkit.models.spec import RSUNetSpec, per_axis, resolve_spec
 from emkit.models.unet import apply_upsample

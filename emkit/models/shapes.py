@@ -22,7 +22,7 @@ Terms, per spatial axis, in input voxels:
   around the span of the output, split evenly on both sides (``fov - 1`` for a
   convnet, ``input - output`` for a valid U-Net, 0 for a same-padded one).
 
->>> from emkit.models.registry import ARCHITECTURES
+>>> from emkit.models.architectures import ARCHITECTURES
 >>> field_of_view(ARCHITECTURES["n4"])
 (95, 95)
 >>> output_shape(ARCHITECTURES["n4"], (127, 111))
@@ -153,7 +153,7 @@ def valid_input_sizes(net: Any, axis: int, stop: int, start: int = 1) -> list[in
         stop: One past the largest size to consider.
         start: Smallest size to consider.
 
-    >>> from emkit.models.registry import ARCHITECTURES
+    >>> from emkit.models.architectures import ARCHITECTURES
     >>> valid_input_sizes(ARCHITECTURES["n4"], axis=-1, stop=150)
     [95, 111, 127, 143]
     """

@@ -8,7 +8,7 @@ plain data: they hold no Keras objects and import nothing heavy.
 A recipe writes a spec either from a registered architecture plus overrides::
 
     model:
-      arch: n4            # a name from emkit.models.registry.ARCHITECTURES
+      arch: n4            # a name from emkit.models.architectures.ARCHITECTURES
       out_channels: 3
 
 or from a family with every key explicit::
@@ -187,7 +187,7 @@ class ConvNetSpec:
         layers = []
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Mapping):
-                layer = _layer_from_dict(layer, f"layers[{i}]")
+                layer = _dict_to_layer(layer, f"layers[{i}]")
             elif not isinstance(layer, LayerSpec):
                 raise InputError(
                     f"layers[{i}]: expected a mapping with type/size/..., got {layer!r}"
@@ -210,7 +210,7 @@ class ConvNetSpec:
         return max(1, round(layer.filters * self.width_factor))
 
 
-def _layer_from_dict(entry: Mapping, key: str) -> LayerSpec:
+def _dict_to_layer(entry: Mapping, key: str) -> LayerSpec:
     allowed = [f.name for f in dataclasses.fields(LayerSpec)]
     unknown = sorted(set(entry) - set(allowed))
     if unknown:
@@ -466,12 +466,12 @@ class AlignSpec:
         _set(self, "ncc_weight", float(weight))
 
 
-def align_spec_from_dict(config: Any, *, key: str = "model.align") -> AlignSpec | None:
+def dict_to_align_spec(config: Any, *, key: str = "model.align") -> AlignSpec | None:
     """An :class:`AlignSpec` from a recipe's mapping (``None`` stays ``None``).
 
     Every error names the full key, e.g. ``model.align.transform: got 'rigid'; ...``.
 
-    >>> align_spec_from_dict({"transform": "flow"}).transform
+    >>> dict_to_align_spec({"transform": "flow"}).transform
     'flow'
     """
     if config is None:
@@ -533,46 +533,24 @@ def spec_fields(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def spec_from_dict(config: Mapping[str, Any]) -> Spec:
-    """Build a spec from a mapping as a recipe writes it.
+def keys_to_spec(cls: type, config: Mapping[str, Any], *, base: Spec | None = None) -> Spec:
+    """A spec of class ``cls`` from the keys a recipe writes, over ``base`` when given.
 
     Args:
-        config: Either ``arch`` (a name in ``ARCHITECTURES``) plus keys that
-            override it, or ``family`` (``convnet``, ``unet``, ``rsunet``) plus
-            keys over that family's defaults.
+        cls: the spec class (a family's).
+        config: its keys; ``family`` may be given and must be ``cls.family``.
+        base: a registered architecture's spec to start from (its class is ``cls``).
 
-    Returns:
-        The spec dataclass.
+    Raises:
+        InputError: a key that ``cls`` does not have, or another family.
 
-    >>> spec_from_dict({"arch": "n4", "out_channels": 3}).out_channels
-    3
+    >>> keys_to_spec(UNetSpec, {"depth": 2}).depth
+    2
     """
-    if not isinstance(config, Mapping):
-        raise InputError(f"model spec: expected a mapping of keys, got {type(config).__name__}")
     config = dict(config)
-    arch = config.pop("arch", None)
-    family = config.pop("family", None)
-    if arch is not None:
-        from emkit.models.registry import ARCHITECTURES
-
-        if arch not in ARCHITECTURES:
-            raise InputError(
-                f"arch: unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}"
-            )
-        base = ARCHITECTURES[arch]
-        if family is not None and family != base.family:
-            raise InputError(f"family: {arch!r} is a {base.family}, got family {family!r}")
-        cls = type(base)
-    elif family is not None:
-        if family not in FAMILIES:
-            raise InputError(f"family: got {family!r}; allowed: {', '.join(FAMILIES)}")
-        cls = FAMILIES[family]
-        base = None
-    else:
-        raise InputError(
-            "model spec: needs 'arch' (a registered architecture) or 'family' "
-            f"({', '.join(FAMILIES)}); got keys {sorted(config)}"
-        )
+    family = config.pop("family", cls.family)
+    if family != cls.family:
+        raise InputError(f"family: expected {cls.family!r} here, got {family!r}")
     allowed = spec_fields(cls)
     for key in config:
         if key not in allowed:
@@ -581,7 +559,7 @@ def spec_from_dict(config: Mapping[str, Any]) -> Spec:
             )
     if "layers" in config and isinstance(config["layers"], (list, tuple)):
         config["layers"] = tuple(
-            _layer_from_dict(entry, f"layers[{i}]") if isinstance(entry, Mapping) else entry
+            _dict_to_layer(entry, f"layers[{i}]") if isinstance(entry, Mapping) else entry
             for i, entry in enumerate(config["layers"])
         )
     if base is not None:
@@ -590,7 +568,8 @@ def spec_from_dict(config: Mapping[str, Any]) -> Spec:
 
 
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
-    """The mapping that :func:`spec_from_dict` turns back into ``spec`` (YAML-ready)."""
+    """The mapping that :func:`emkit.models.architectures.dict_to_spec` turns back into ``spec``
+    (YAML-ready)."""
     out: dict[str, Any] = {"family": spec.family}
     for key in spec_fields(type(spec)):
         value = getattr(spec, key)
@@ -630,10 +609,10 @@ def resolve_spec(spec: Spec | Mapping | None, cls: type, overrides: Mapping[str,
         overrides: Keys to set on top (the builder's ``**kwargs``).
     """
     if spec is None:
-        spec = spec_from_dict({"family": cls.family, **overrides})
+        spec = keys_to_spec(cls, overrides)
         overrides = {}
     elif isinstance(spec, Mapping):
-        spec = spec_from_dict({"family": cls.family, **spec})
+        spec = keys_to_spec(cls, spec)
     if not isinstance(spec, cls):
         raise InputError(
             f"spec: this builder needs a {cls.__name__} (family {cls.family!r}), "
@@ -652,12 +631,12 @@ __all__ = [
     "RSUNetSpec",
     "Spec",
     "UNetSpec",
-    "align_spec_from_dict",
     "check_alignable",
+    "dict_to_align_spec",
+    "keys_to_spec",
     "per_axis",
     "replace",
     "resolve_spec",
     "spec_fields",
-    "spec_from_dict",
     "spec_to_dict",
 ]

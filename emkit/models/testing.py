@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from emkit.models import shapes
-from emkit.models.registry import get_spec
+from emkit.models.architectures import get_spec
 from emkit.models.spec import Spec
 
 # Name -> spec overrides that make a registered architecture tiny (a few

@@ -16,7 +16,7 @@ import keras
 from keras import layers
 
 from emkit.models import shapes
-from emkit.models.blocks import apply_conv_block, apply_head
+from emkit.models.conv_blocks import apply_conv_block, apply_head
 from emkit.models.layers import (
     conv_class,
     conv_transpose_class,

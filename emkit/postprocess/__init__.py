@@ -43,8 +43,23 @@ from emkit.postprocess.synthetic import noisy_affinities
 from emkit.postprocess.watershed import affinity_watershed
 from emkit.postprocess.watershed2d import SEEDS, watershed_2d
 
+#: A recipe's ``postprocess.method`` -> the function that segments with it; its keyword
+#: arguments are the method's ``postprocess.options``.
+METHODS = {"watershed_2d": watershed_2d, "affinity_watershed": segment_affinities}
+
+
+def postprocess_function(method: str):
+    """The postprocessing function of a ``postprocess.method`` (see :data:`METHODS`)."""
+    from emkit.errors import InputError
+
+    if method not in METHODS:
+        raise InputError(f"postprocess.method: got {method!r}; allowed: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "METHODS",
     "SCORINGS",
     "SEEDS",
     "MergeHistory",
@@ -53,6 +68,7 @@ __all__ = [
     "agglomerate",
     "merge_history",
     "noisy_affinities",
+    "postprocess_function",
     "region_graph",
     "segment_affinities",
     "watershed_2d",

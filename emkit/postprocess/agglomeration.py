@@ -49,7 +49,7 @@ from emkit.postprocess._graph import (
     table_new,
     table_put,
 )
-from emkit.postprocess.rag import RegionGraph, build_region_graph
+from emkit.postprocess.rag import RegionGraph, region_graph_unchecked
 
 SCORINGS = ("mean", "quantile")
 #: Histogram bins per edge for quantile scoring.
@@ -390,7 +390,7 @@ def agglomerate(fragments, affs, *, thresholds=(0.5,), scoring="mean", quantile=
     )
     consecutive = consecutive.astype(np.int64, copy=False)
     n = int(max(mapping.values(), default=0)) + 1
-    rag = build_region_graph(consecutive, n - 1, affs, channels,
+    rag = region_graph_unchecked(consecutive, n - 1, affs, channels,
                              bins=bins if scoring == "quantile" else 0)
     a, b, score = history_indices(rag, n, scoring=scoring, quantile=quantile,
                                   stop=max(thresholds))

@@ -170,7 +170,7 @@ def _reduce(start, other, value, n_edges, bins, sums):
     return u, v, count, total, maximum, hist
 
 
-def build_region_graph(fragments, n, affs, channels, *, bins=0, lut=None, sums=True):
+def region_graph_unchecked(fragments, n, affs, channels, *, bins=0, lut=None, sums=True):
     """Region graph of consecutive fragments ``0..n`` (internal; no checks).
 
     Args:
@@ -233,7 +233,7 @@ def region_graph(fragments, affs, *, offsets=None, bins=0):
     new = np.fromiter(mapping.values(), np.int64, len(mapping))
     ids = np.zeros(int(new.max(initial=0)) + 1, np.uint64)  # new id -> old id
     ids[new] = np.fromiter(mapping.keys(), np.uint64, len(mapping))
-    rag = build_region_graph(consecutive.astype(np.int64, copy=False), ids.size - 1, affs,
+    rag = region_graph_unchecked(consecutive.astype(np.int64, copy=False), ids.size - 1, affs,
                              channels, bins=bins)
     # Renumbering is not monotonic: map back and restore u < v and the (u, v) order.
     u, v = ids[rag.u], ids[rag.v]

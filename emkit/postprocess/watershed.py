@@ -35,7 +35,7 @@ from numba import njit
 
 from emkit.postprocess._checks import check_affs, check_size, check_unit_float
 from emkit.postprocess._graph import find, grow, roots
-from emkit.postprocess.rag import build_region_graph
+from emkit.postprocess.rag import region_graph_unchecked
 
 #: Defaults of :func:`affinity_watershed`; see its docstring for why.
 DEFAULT_LOW = 0.0001
@@ -246,7 +246,7 @@ def watershed_graph(affs, channels, *, low, high, size_threshold, merge_threshol
     """
     seg, sizes = basins(affs, channels, low, high)
     if size_threshold > 0 and sizes.size > 2:
-        maxima = build_region_graph(seg, sizes.size - 1, affs, channels, sums=False)
+        maxima = region_graph_unchecked(seg, sizes.size - 1, affs, channels, sums=False)
         strong = np.flatnonzero(maxima.maximum >= merge_threshold)
         order = strong[np.argsort(-maxima.maximum[strong])]
         parent, size = _size_merge(
@@ -259,7 +259,7 @@ def watershed_graph(affs, channels, *, low, high, size_threshold, merge_threshol
     lut = merge_lut(parent, size, dust_size)
     if not graph:
         return seg, lut, None
-    rag = build_region_graph(seg, int(lut.max()), affs, channels, bins=bins, lut=lut)
+    rag = region_graph_unchecked(seg, int(lut.max()), affs, channels, bins=bins, lut=lut)
     return seg, lut, rag
 
 

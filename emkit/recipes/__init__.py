@@ -2,9 +2,12 @@
 
 * :mod:`~emkit.recipes.schema`: the sections as dataclasses, strict type checks.
 * :mod:`~emkit.recipes.loading`: YAML, ``key=value`` overrides, ``--quick``.
-* :mod:`~emkit.recipes.registry`: ``RECIPES``, the static list of shipped recipes.
-* :mod:`~emkit.recipes.stages`: each stage built from its section (data, model,
+* :mod:`~emkit.recipes.shipped`: ``RECIPES``, the static list of shipped recipes.
+* :mod:`~emkit.recipes.build`: each stage built from its section (data, model,
   sampler, the validation pipeline); imports Keras on use.
+* :mod:`~emkit.recipes.run`: ``run_recipe``, the stages called in order, tracked as one
+  MLflow run, resumable.
+* :mod:`~emkit.recipes.search`: ``emkit tune recipe``, Optuna trials that each run a recipe.
 
 >>> from emkit.recipes import RECIPES
 >>> "isbi_n4" in RECIPES
@@ -19,8 +22,8 @@ from emkit.recipes.loading import (
     load_recipe,
     parse_override,
 )
-from emkit.recipes.registry import RECIPES, RECIPES_DIR, recipe_path
-from emkit.recipes.schema import Recipe, flatten, recipe_from_dict, recipe_to_dict
+from emkit.recipes.schema import Recipe, dict_to_recipe, flatten, recipe_to_dict
+from emkit.recipes.shipped import RECIPES, RECIPES_DIR, recipe_path
 
 __all__ = [
     "QUICK_OVERRIDES",
@@ -29,11 +32,11 @@ __all__ = [
     "Recipe",
     "apply_overrides",
     "check_recipe",
+    "dict_to_recipe",
     "dump_recipe",
     "flatten",
     "load_recipe",
     "parse_override",
-    "recipe_from_dict",
     "recipe_path",
     "recipe_to_dict",
 ]

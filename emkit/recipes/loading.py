@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from emkit.errors import InputError, yaml_problem
-from emkit.recipes.registry import recipe_path
-from emkit.recipes.schema import Recipe, recipe_from_dict, recipe_to_dict
+from emkit.recipes.schema import Recipe, dict_to_recipe, recipe_to_dict
+from emkit.recipes.shipped import recipe_path
 
 #: The documented small budget of ``--quick``: the same pipeline, a few minutes on a CPU.
 QUICK_OVERRIDES = (
@@ -99,12 +99,14 @@ def load_recipe(name_or_path, overrides: Iterable[str] = (), *, quick: bool = Fa
         raise InputError(
             f"recipe {str(name_or_path)!r} trains an aligner (task: align); this command takes a "
             "segmentation recipe. Train it with `emkit recipe run` or `emkit align train`")
-    if data.get("task") == "align":  # a learned-aligner recipe: emkit.align.recipe
-        from emkit.align.recipe import load_align_recipe
+    if data.get("task") == "align":  # a learned-aligner recipe (emkit.recipes.align_schema)
+        from emkit.recipes.align_schema import QUICK_OVERRIDES as ALIGN_QUICK
+        from emkit.recipes.align_schema import dict_to_align_recipe
 
-        return load_align_recipe(data, overrides, quick=quick)
+        return dict_to_align_recipe(
+            apply_overrides(data, [*(ALIGN_QUICK if quick else ()), *overrides]))
     data = apply_overrides(data, [*(QUICK_OVERRIDES if quick else ()), *overrides])
-    recipe = recipe_from_dict(data)
+    recipe = dict_to_recipe(data)
     check_recipe(recipe)
     return recipe
 
@@ -114,21 +116,23 @@ def check_recipe(recipe: Recipe) -> None:
 
     Imports no Keras.
     """
-    from emkit.augment import build_augmentations
+    from emkit.augment import make_augmentations
     from emkit.datasets import get_info
     from emkit.models import get_spec
-    from emkit.models.spec import align_spec_from_dict, check_alignable
+    from emkit.models.spec import check_alignable, dict_to_align_spec
 
     get_info(recipe.data.name)
     try:
         spec = get_spec(recipe.model.architecture, **model_overrides(recipe))
     except (TypeError, ValueError) as exc:
         raise InputError(f"model.overrides: {exc}") from None
-    check_alignable(spec, align_spec_from_dict(recipe.model.align, key="model.align"))
+    check_alignable(spec, dict_to_align_spec(recipe.model.align, key="model.align"))
     try:
-        build_augmentations(recipe.sampler.augment)
+        make_augmentations(recipe.sampler.augment)
     except InputError as exc:
         raise InputError(f"sampler.augment: {exc}") from None
+    from emkit.postprocess import postprocess_function
+
     function = postprocess_function(recipe.postprocess.method)
     allowed = [p for p in inspect.signature(function).parameters if p not in ("boundaries", "affs")]
     for key in recipe.postprocess.options:
@@ -161,13 +165,6 @@ def model_overrides(recipe: Recipe) -> dict:
     }
 
 
-def postprocess_function(method: str):
-    """The postprocessing function of a ``postprocess.method``."""
-    from emkit.postprocess import segment_affinities, watershed_2d
-
-    return {"watershed_2d": watershed_2d, "affinity_watershed": segment_affinities}[method]
-
-
 def dump_recipe(recipe: Recipe) -> str:
     """The resolved recipe as YAML text, every key shown."""
     return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None)
@@ -181,6 +178,5 @@ __all__ = [
     "load_recipe",
     "model_overrides",
     "parse_override",
-    "postprocess_function",
     "read_recipe_data",
 ]

@@ -10,7 +10,7 @@ Sections: ``data``, ``preprocess``, ``model``, ``sampler``, ``train``, ``inferen
 
 This module imports no Keras, so ``emkit recipe list`` and ``show`` start fast.
 
->>> recipe = recipe_from_dict({"model": {"architecture": "n4"}, "train": {"max_steps": 5}})
+>>> recipe = dict_to_recipe({"model": {"architecture": "n4"}, "train": {"max_steps": 5}})
 >>> recipe.train.max_steps, recipe.data.name
 (5, 'isbi2012')
 """
@@ -130,7 +130,7 @@ class TrainConfig:
         best_mode: ``"max"`` or ``"min"``: whether larger ``best_metric`` is better.
         mixed_precision: ``"none"`` (float32), ``"bfloat16"`` or ``"float16"`` (with
             dynamic loss scaling): the Keras dtype policy the model is built with; outputs,
-            losses and weights stay float32 (see :mod:`emkit.devices`).
+            losses and weights stay float32 (see :mod:`emkit.training.devices`).
         devices: ``"auto"`` (every GPU, data parallel when there are several), ``"cpu"``,
             or a number of devices; ``sampler.batch_size`` is the global batch, split
             evenly over them.
@@ -302,7 +302,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 EXPORT_FORMATS = ("isbi2012", "snemi3d", "cremi")
 
 
-def recipe_from_dict(data: typing.Mapping, *, name: str | None = None) -> Recipe:
+def dict_to_recipe(data: typing.Mapping, *, name: str | None = None) -> Recipe:
     """A checked :class:`Recipe` from a mapping of sections.
 
     Args:
@@ -324,7 +324,7 @@ def recipe_from_dict(data: typing.Mapping, *, name: str | None = None) -> Recipe
         values = data.get(section) or {}
         if not isinstance(values, typing.Mapping):
             raise InputError(f"{section}: expected a mapping of keys, got {values!r}")
-        sections[section] = _section_from_dict(cls, values, section)
+        sections[section] = _dict_to_section(cls, values, section)
     recipe = Recipe(
         name=_check(data.get("name", name or "recipe"), str, "name"),
         description=_check(data.get("description", ""), str, "description"),
@@ -395,7 +395,7 @@ def check_choices(recipe: Recipe) -> None:
         raise InputError(f"sampler.batch_size: expected an int >= 1, got {recipe.sampler.batch_size}")
 
 
-def _section_from_dict(cls, values: typing.Mapping, section: str):
+def _dict_to_section(cls, values: typing.Mapping, section: str):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:

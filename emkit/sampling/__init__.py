@@ -17,8 +17,7 @@ come after it and may use it.
 18
 """
 
-from emkit.sampling.blocks import Block, iter_input_batches, read_input, tile_blocks, tile_sections
-from emkit.sampling.crops import Locations, raw_to_unit
+from emkit.sampling.crops import Locations
 from emkit.sampling.sampler import PatchSampler, Sample, measure_class_frequency, read_ids
 from emkit.sampling.shapes import ModelShapes, model_shapes, shape_model
 from emkit.sampling.targets import (
@@ -28,6 +27,7 @@ from emkit.sampling.targets import (
     make_targets,
     make_weights,
 )
+from emkit.sampling.tiles import Block, iter_input_batches, read_input, tile_blocks, tile_sections
 from emkit.sampling.validation import ValidationSampler
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "make_weights",
     "measure_class_frequency",
     "model_shapes",
-    "raw_to_unit",
     "read_ids",
     "read_input",
     "shape_model",

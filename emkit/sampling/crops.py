@@ -12,27 +12,6 @@ from emkit.datasets.base import section_runs
 from emkit.errors import InputError
 
 
-def raw_to_unit(raw):
-    """EM intensities as float32 in [0, 1].
-
-    Args:
-        raw: ndarray of any shape. Unsigned integers are divided by their dtype's
-            maximum (uint8 by 255); floats are taken to be in [0, 1] already.
-
-    Returns:
-        float32 ndarray of the same shape (a new array, unless ``raw`` is float32).
-
-    >>> raw_to_unit(np.array([0, 51, 255], np.uint8)).tolist()
-    [0.0, 0.20000000298023224, 1.0]
-    """
-    raw = np.asarray(raw)
-    if raw.dtype.kind == "u":
-        return np.divide(raw, np.float32(np.iinfo(raw.dtype).max), dtype=np.float32)
-    if raw.dtype.kind == "f":
-        return raw.astype(np.float32, copy=False)
-    raise InputError(f"raw must have an unsigned integer or float dtype, got {raw.dtype}")
-
-
 def read_crop(volume, start, shape, *, bounds=None):
     """Reads the part of a box that lies inside ``bounds``, and how much is missing.
 

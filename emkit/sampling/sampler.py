@@ -34,10 +34,11 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from emkit.augment import apply_augmentations, build_augmentations, plan_augmentations
+from emkit.augment import apply_augmentations, make_augmentations, plan_augmentations
 from emkit.augment.base import check_int
 from emkit.errors import InputError
-from emkit.sampling.crops import Locations, pad_crop, raw_to_unit, read_crop
+from emkit.preprocess import raw_to_unit
+from emkit.sampling.crops import Locations, pad_crop, read_crop
 from emkit.sampling.shapes import model_shapes
 from emkit.sampling.targets import (
     TargetSpec,
@@ -165,7 +166,7 @@ class PatchSampler(keras.utils.PyDataset):
         # Augmentations and the crops they need.
         out = self.shapes.output_zyx
         labels_window = tuple(o + 2 * c for o, c in zip(out, self.spec.context))
-        self.augmentations = build_augmentations(augment)
+        self.augmentations = make_augmentations(augment)
         self.plan = plan_augmentations(
             self.augmentations, self.shapes.input_zyx, labels_window, max_defects=max_defects
         )

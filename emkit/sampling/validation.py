@@ -9,10 +9,10 @@ import numpy as np
 
 from emkit.augment.base import check_int
 from emkit.errors import InputError
-from emkit.sampling.blocks import read_input, tile_sections
 from emkit.sampling.sampler import read_ids
 from emkit.sampling.shapes import model_shapes
 from emkit.sampling.targets import TargetSpec, class_weights, make_targets, make_weights
+from emkit.sampling.tiles import read_input, tile_sections
 
 
 class ValidationSampler(keras.utils.PyDataset):

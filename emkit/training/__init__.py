@@ -8,7 +8,7 @@
 * :mod:`~emkit.training.plots`: images for the tracker.
 
 Training knows nothing of inference or MLflow: the validation pipeline and the tracker
-come in as arguments (see :func:`emkit.pipeline.run_recipe`).
+come in as arguments (see :func:`emkit.recipes.run.run_recipe`).
 """
 
 from emkit.training.callbacks import (

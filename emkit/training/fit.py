@@ -5,9 +5,9 @@
 :func:`fit_steps` runs ``fit`` until a :class:`~emkit.training.callbacks.Budget` stops it,
 and on Ctrl-C saves a last checkpoint before it re-raises, so nothing is lost.
 
-Mixed precision and several devices (:mod:`emkit.devices`) need nothing here beyond
-building or loading the model inside :meth:`~emkit.devices.DevicePlan.model_scope` and
-fitting inside :meth:`~emkit.devices.DevicePlan.run_scope`: Keras' ``compile`` wraps the
+Mixed precision and several devices (:mod:`emkit.training.devices`) need nothing here beyond
+building or loading the model inside :meth:`~emkit.training.devices.DevicePlan.model_scope` and
+fitting inside :meth:`~emkit.training.devices.DevicePlan.run_scope`: Keras' ``compile`` wraps the
 optimizer of a ``mixed_float16`` model in a ``LossScaleOptimizer``, the loss computes in
 float32, and a distributed ``fit`` splits each global batch over the replicas.
 """
@@ -54,12 +54,12 @@ def load_checkpoint(path, *, plan=None):
 
     Args:
         path: the ``.keras`` file.
-        plan: a :class:`~emkit.devices.DevicePlan`: the model's variables are made in
-            its :meth:`~emkit.devices.DevicePlan.model_scope` (replicated over its
+        plan: a :class:`~emkit.training.devices.DevicePlan`: the model's variables are made in
+            its :meth:`~emkit.training.devices.DevicePlan.model_scope` (replicated over its
             devices); None: the current scope.
     """
-    from emkit.devices import precision
     from emkit.models.saving import CUSTOM_OBJECTS, load_model
+    from emkit.training.devices import precision
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(precision(saved_mixed_precision(path)))

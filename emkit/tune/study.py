@@ -1,4 +1,6 @@
-"""Where Optuna studies live: one storage that outlives the process and is shared.
+"""emkit's one Optuna module: where studies live, and the Optuna calls the tuners make.
+
+Studies live in one storage that outlives the process and is shared.
 
 The default is a SQLite file beside the MLflow store, ``sqlite:///mlruns/optuna.db``;
 any Optuna RDB URL (``postgresql://...``, ``mysql://...``) works too, and is what
@@ -11,14 +13,31 @@ notices (no beat for ``grace_period`` seconds), marks the trial FAILED, and
 :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues a copy with the same
 parameters, so a killed study resumes where it stopped when any process next asks
 for a trial.
+
+The rest of emkit reaches Optuna only through this module: the trial states, samplers
+(:class:`TrialSeededSampler`), pruners (:func:`make_pruner`), the retry bookkeeping of
+killed trials, quiet logging and the study's plots (:func:`study_plots`).
 """
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
 from emkit.errors import InputError
+from emkit.io._common import atomic_path
+
+COMPLETE, PRUNED, RUNNING, WAITING = (TrialState.COMPLETE, TrialState.PRUNED,
+                                      TrialState.RUNNING, TrialState.WAITING)
+#: Raise it from an objective to prune the trial.
+TrialPruned = optuna.TrialPruned
+#: ``emkit tune recipe --pruner`` names.
+PRUNERS = ("median", "hyperband", "none")
 
 #: Used when neither the command line nor $EMKIT_OPTUNA_STORAGE names a storage.
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -80,7 +99,6 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
     """
     import warnings
 
-    import optuna
 
     url = storage_url(url)
     if url in ("sqlite://", "sqlite:///:memory:"):
@@ -111,8 +129,6 @@ def open_study(name: str, *, storage=None, direction: str | None = "minimize",
 
     ``storage`` is a URL or an opened storage (:func:`open_storage`).
     """
-    import optuna
-
     if storage is None or isinstance(storage, str):
         url = storage_url(storage)
         with sqlite_lock(url):  # the first process creates the tables, the others wait
@@ -127,4 +143,180 @@ def open_study(name: str, *, storage=None, direction: str | None = "minimize",
     )
 
 
-__all__ = ["DEFAULT_STORAGE", "open_storage", "open_study", "sqlite_lock", "storage_url"]
+@contextmanager
+def quiet():
+    """Optuna logs warnings only, inside the block (not a line per trial)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def log_warnings_only() -> None:
+    """Optuna logs warnings only, from now on in this process."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tpe_sampler(seed: int):
+    """Optuna's TPE sampler with a seed."""
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def max_trials(n_trials: int, states=(COMPLETE,)):
+    """A callback that stops ``study.optimize`` once the study has ``n_trials`` trials in
+    ``states`` (counted over every process that shares it)."""
+    return optuna.study.MaxTrialsCallback(n_trials, states=states)
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose random state is seeded by ``(seed, trial number)``.
+
+    Processes that share a study with the same ``seed`` would otherwise draw the same
+    points; this way trial n gets the same draw in whichever process runs it, and one
+    process's search is reproducible. TPE keeps no other state between trials.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _for(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._samplers:
+            state = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
+            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=state)
+        return self._samplers[trial.number]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self._for(trial).after_trial(study, trial, state, values)
+        self._samplers.pop(trial.number, None)
+
+
+def make_pruner(pruner, *, every: int, max_steps: int):
+    """The Optuna pruner for ``"median"``, ``"hyperband"`` or ``"none"`` (or ``pruner``
+    itself when it is already an Optuna pruner).
+
+    Steps are optimizer steps, reported at each validation, ``every`` steps apart. The
+    median pruner waits for 5 complete trials and never prunes at a trial's first
+    validation, whose score says little; Hyperband's resource runs from one validation
+    interval to ``max_steps``.
+    """
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=every + 1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min(every, max_steps),
+                                              max_resource=max_steps)
+    if pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise InputError(f"pruner {pruner!r}: expected one of {', '.join(PRUNERS)}")
+
+
+def retried_trial_number(trial) -> int | None:
+    """The number of the killed trial that ``trial`` retries, or None for a new one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def requeue(study, trial, original: int) -> None:
+    """Queues a retry of the interrupted ``trial`` (a retry of trial ``original``) as the
+    storage's heartbeat would: same parameters, WAITING."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=trial.user_attrs,
+        system_attrs={"failed_trial": original, "retry_history": history}))
+
+
+def fail_stale_trials(study) -> None:
+    """Marks the RUNNING trials whose heartbeat stopped as FAILED (and queues their retry)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def study_plots(study, folder, *, target_name: str = "objective") -> tuple[list[Path], dict]:
+    """Writes the study's plots into ``folder``.
+
+    Args:
+        study: an :class:`optuna.Study`.
+        folder: where to write ``optimization_history.png``, ``param_importances.png``
+            and, for a study with two objectives, ``pareto_front.png``.
+        target_name: what the objective is called on the axes (e.g. ``"rand error"``);
+            for two objectives, two names joined by ``","``.
+
+    Returns:
+        ``(paths written, {plot name: why it was not drawn})``.
+    """
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    finished = study.get_trials(deepcopy=False, states=(COMPLETE,))
+    if not finished:
+        return [], {"all": "the study has no finished trial yet"}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    multi = len(study.directions) > 1
+    names = target_name.split(",") if multi else [target_name]
+    plots, written, skipped = {}, [], {}
+    if multi:
+        plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=names)
+        for i, name in enumerate(names):
+            plots[f"optimization_history_{i}"] = lambda i=i, name=name: \
+                ovm.plot_optimization_history(study, target=lambda t: t.values[i],
+                                              target_name=name)
+    else:
+        plots["optimization_history"] = lambda: ovm.plot_optimization_history(
+            study, target_name=names[0])
+        plots["param_importances"] = lambda: ovm.plot_param_importances(
+            study, target_name=names[0])
+    written, skipped = [], {}
+    if len(finished) < 2:
+        plots.pop("param_importances", None)
+        skipped["param_importances"] = "needs at least two finished trials"
+    for name, draw in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # Matplotlib's empty-legend note
+                axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+            plt.close("all")
+            continue
+        fig = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        path = folder / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written, skipped
+
+
+__all__ = ["COMPLETE", "DEFAULT_STORAGE", "PRUNED", "PRUNERS", "RUNNING", "WAITING",
+           "TrialPruned", "TrialSeededSampler", "fail_stale_trials", "log_warnings_only", "make_pruner",
+           "max_trials", "open_storage", "open_study", "quiet", "requeue",
+           "retried_trial_number", "sqlite_lock", "storage_url", "study_plots", "tpe_sampler"]

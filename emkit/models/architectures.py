@@ -9,10 +9,20 @@ Keras, so ``emkit model list`` starts fast.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from emkit.errors import InputError
-from emkit.models.spec import ConvNetSpec, LayerSpec, RSUNetSpec, Spec, UNetSpec, replace
+from emkit.models.spec import (
+    FAMILIES,
+    ConvNetSpec,
+    LayerSpec,
+    RSUNetSpec,
+    Spec,
+    UNetSpec,
+    keys_to_spec,
+    replace,
+)
 
 
 def _conv(size, filters: int) -> LayerSpec:
@@ -136,6 +146,44 @@ BUILDERS: dict[str, str] = {
 }
 
 
+def dict_to_spec(config: Mapping[str, Any]) -> Spec:
+    """Build a spec from a mapping as a recipe writes it.
+
+    Args:
+        config: Either ``arch`` (a name in ``ARCHITECTURES``) plus keys that
+            override it, or ``family`` (``convnet``, ``unet``, ``rsunet``) plus
+            keys over that family's defaults.
+
+    Returns:
+        The spec dataclass.
+
+    >>> dict_to_spec({"arch": "n4", "out_channels": 3}).out_channels
+    3
+    """
+    if not isinstance(config, Mapping):
+        raise InputError(f"model spec: expected a mapping of keys, got {type(config).__name__}")
+    config = dict(config)
+    arch = config.pop("arch", None)
+    family = config.pop("family", None)
+    if arch is not None:
+        if arch not in ARCHITECTURES:
+            raise InputError(
+                f"arch: unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}"
+            )
+        base = ARCHITECTURES[arch]
+        if family is not None and family != base.family:
+            raise InputError(f"family: {arch!r} is a {base.family}, got family {family!r}")
+        return keys_to_spec(type(base), config, base=base)
+    if family is not None:
+        if family not in FAMILIES:
+            raise InputError(f"family: got {family!r}; allowed: {', '.join(FAMILIES)}")
+        return keys_to_spec(FAMILIES[family], config)
+    raise InputError(
+        "model spec: needs 'arch' (a registered architecture) or 'family' "
+        f"({', '.join(FAMILIES)}); got keys {sorted(config)}"
+    )
+
+
 def get_spec(name: str, **overrides: Any) -> Spec:
     """The registered spec ``name``, with ``overrides`` applied (e.g. ``out_channels=3``)."""
     if name not in ARCHITECTURES:
@@ -164,4 +212,4 @@ def build_model(spec: Spec | str, **overrides: Any):
     return builder(spec)
 
 
-__all__ = ["ARCHITECTURES", "BUILDERS", "DESCRIPTIONS", "build_model", "get_spec"]
+__all__ = ["ARCHITECTURES", "BUILDERS", "DESCRIPTIONS", "build_model", "dict_to_spec", "get_spec"]

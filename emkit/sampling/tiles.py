@@ -26,7 +26,8 @@ import numpy as np
 
 from emkit.datasets.base import section_runs
 from emkit.errors import InputError
-from emkit.sampling.crops import pad_crop, raw_to_unit, read_crop
+from emkit.preprocess import raw_to_unit
+from emkit.sampling.crops import pad_crop, read_crop
 
 
 @dataclass(frozen=True)

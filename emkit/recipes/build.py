@@ -1,7 +1,7 @@
 """Each pipeline stage built from its recipe section; plain functions and small dataclasses.
 
-The orchestration (:func:`emkit.pipeline.run_recipe`) calls these in order:
-:func:`prepare_data` -> :func:`build_network` -> :func:`build_sampler` -> training ->
+The orchestration (:func:`emkit.recipes.run.run_recipe`) calls these in order:
+:func:`prepare_data` -> :func:`build_network` -> :func:`make_sampler` -> training ->
 :class:`ValidationPipeline` (predict, segment, evaluate) -> :func:`write_outputs`.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError
+from emkit.postprocess import postprocess_function
 from emkit.preprocess import preprocess
-from emkit.recipes.loading import model_overrides, postprocess_function
+from emkit.recipes.loading import model_overrides
 from emkit.recipes.schema import Recipe
 
 # --------------------------------------------------------------------------- data
@@ -98,9 +99,9 @@ def _limit(validation, n, labelled):
 
 
 def device_plan(recipe: Recipe):
-    """The :class:`~emkit.devices.DevicePlan` of ``train.devices``, ``train.mixed_precision``
+    """The :class:`~emkit.training.devices.DevicePlan` of ``train.devices``, ``train.mixed_precision``
     and the global ``sampler.batch_size``."""
-    from emkit.devices import plan_devices
+    from emkit.training.devices import plan_devices
 
     return plan_devices(recipe.train.devices, batch_size=recipe.sampler.batch_size,
                         mixed_precision=recipe.train.mixed_precision)
@@ -114,9 +115,9 @@ def build_network(recipe: Recipe, plan=None):
 
     Args:
         recipe: the recipe.
-        plan: a :class:`~emkit.devices.DevicePlan`; None: :func:`device_plan` of the recipe.
+        plan: a :class:`~emkit.training.devices.DevicePlan`; None: :func:`device_plan` of the recipe.
     """
-    from emkit.devices import precision
+    from emkit.training.devices import precision
 
     plan = plan if plan is not None else device_plan(recipe)
     with precision(plan.mixed_precision), plan.model_scope():
@@ -134,9 +135,9 @@ def _build_and_compile(recipe: Recipe):
     model = build_model(spec)
     if recipe.model.align is not None:  # the end-to-end setting: a learned aligner in front
         from emkit.models.aligned import build_aligned
-        from emkit.models.spec import align_spec_from_dict, check_alignable
+        from emkit.models.spec import check_alignable, dict_to_align_spec
 
-        align = align_spec_from_dict(recipe.model.align, key="model.align")
+        align = dict_to_align_spec(recipe.model.align, key="model.align")
         check_alignable(spec, align)
         model = build_aligned(model, align)
     t = recipe.train
@@ -160,9 +161,9 @@ def exporter(recipe: Recipe, net):
 def build_trainer(recipe: Recipe, net, plan=None):
     """The compiled dense form of the patch classifier ``net`` with the output patch
     ``train.dense_output`` (see :mod:`emkit.training.dense`)."""
-    from emkit.devices import precision
     from emkit.training import compile_model
     from emkit.training.dense import dense_trainer
+    from emkit.training.devices import precision
 
     plan = plan if plan is not None else device_plan(recipe)
     t = recipe.train
@@ -172,7 +173,7 @@ def build_trainer(recipe: Recipe, net, plan=None):
                              momentum=t.momentum)
 
 
-def build_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
+def make_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
     """The training :class:`~emkit.sampling.PatchSampler` over the training sections.
 
     Raises:
@@ -377,9 +378,10 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
     """
     import json
 
+    from emkit.io import write_text
     from emkit.tune.heldout import tune_heldout
-    from emkit.tune.plots import study_plots
-    from emkit.tune.postprocess import options_override, write_atomic
+    from emkit.tune.postprocess import options_override
+    from emkit.tune.study import study_plots
 
     p = recipe.postprocess
     folder = Path(folder)
@@ -414,7 +416,7 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
                    "options": f.options, "before": f.before, "after": f.after}
                   for f in tuning.folds],
     }
-    write_atomic(folder / "heldout.json", json.dumps(summary, indent=2, default=float))
+    write_text(folder / "heldout.json", json.dumps(summary, indent=2, default=float))
     for path in (folder / "plots", folder / "heldout.json"):
         if path.exists():
             tracker.log_artifact(path, "tuning" if path.is_file() else "tuning/plots")
@@ -464,12 +466,12 @@ __all__ = [
     "ValidationPipeline",
     "ValidationResult",
     "build_network",
-    "build_sampler",
     "build_trainer",
     "device_plan",
     "exporter",
     "fixed_input",
     "log_learning_curves",
+    "make_sampler",
     "prepare_data",
     "preprocess",
     "tune_postprocessing",

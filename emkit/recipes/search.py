@@ -1,7 +1,7 @@
 """Hyperparameter search over a whole recipe (``emkit tune recipe``).
 
-Each Optuna trial is one recipe run (:func:`emkit.pipeline.run_recipe`) with the
-trial's values as ``key=value`` overrides (:mod:`emkit.tune.space`), tracked as an
+Each Optuna trial is one recipe run (:func:`emkit.recipes.run.run_recipe`) with the
+trial's values as ``key=value`` overrides (:mod:`emkit.recipes.space`), tracked as an
 MLflow run nested under one parent run per study. Training reports the validation
 metric as it goes, so a median or Hyperband pruner stops poor trials early; a pruned
 trial's run ends KILLED. Its value is the final run's validation metric.
@@ -40,36 +40,44 @@ import os
 import re
 import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import optuna
-
 from emkit.errors import InputError, OverwriteError
+from emkit.recipes.space import check_space, params_to_overrides, read_space, suggest
 from emkit.tracking import MlflowTracker
 from emkit.tracking import tracking_uri as resolve_tracking_uri
-from emkit.tune.space import check_space, params_to_overrides, read_space, suggest
 from emkit.tune.study import (
+    COMPLETE,
     GRACE_SECONDS,
     HEARTBEAT_SECONDS,
+    PRUNED,
+    PRUNERS,
+    RUNNING,
+    TrialPruned,
+    TrialSeededSampler,
+    fail_stale_trials,
+    log_warnings_only,
+    make_pruner,
+    max_trials,
     open_storage,
     open_study,
+    requeue,
+    retried_trial_number,
     sqlite_lock,
     storage_url,
+    study_plots,
 )
 
 #: Metrics where larger is better (the Rand and information F-scores; ``rand_error``
 #: holds the Rand F-score of Table 3.1). Every other metric is minimized.
 SCORE_METRICS = ("rand_error", "rand_split", "rand_merge", "v_rand", "v_info")
-PRUNERS = ("median", "hyperband", "none")
 #: The study's user attribute that holds the parent MLflow run.
 PARENT_ATTR = "mlflow_parent_run_id"
 STUDY_TAG = "emkit.study"
 TRIAL_TAG = "emkit.trial"
 ROLE_TAG = "emkit.role"
-FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+FINISHED_STATES = (COMPLETE, PRUNED)
 #: Parents of one study created this close together (ms) are one race; the oldest wins.
 RACE_WINDOW_MS = 60_000
 #: MLflow's smallest limit on a tag value's length (older servers).
@@ -90,7 +98,7 @@ class SearchResult:
         n_complete: complete trials in the study (all processes).
         n_pruned: pruned trials in the study.
         parent_run_id: the study's MLflow parent run.
-        plots: the PNG files written (see :func:`emkit.tune.plots.study_plots`).
+        plots: the PNG files written (see :func:`emkit.tune.study.study_plots`).
     """
 
     study_name: str
@@ -104,48 +112,13 @@ class SearchResult:
     plots: list = field(default_factory=list)
 
 
-class PrunedRun(optuna.TrialPruned):
+class PrunedRun(TrialPruned):
     """Raised from a run's validation hook when the pruner stops the trial.
 
-    ``run_status`` makes :func:`emkit.pipeline.run_recipe` end the MLflow run KILLED.
+    ``run_status`` makes :func:`emkit.recipes.run.run_recipe` end the MLflow run KILLED.
     """
 
     run_status = "KILLED"
-
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """TPE whose random state is seeded by ``(seed, trial number)``.
-
-    Processes that share a study with the same ``seed`` would otherwise draw the same
-    points; this way trial n gets the same draw in whichever process runs it, and one
-    process's search is reproducible. TPE keeps no other state between trials.
-    """
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
-
-    def _for(self, trial) -> optuna.samplers.TPESampler:
-        if trial.number not in self._samplers:
-            state = int(np.random.SeedSequence([self.seed, trial.number]).generate_state(1)[0])
-            self._samplers[trial.number] = optuna.samplers.TPESampler(seed=state)
-        return self._samplers[trial.number]
-
-    def infer_relative_search_space(self, study, trial):
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study, trial):
-        self._for(trial).before_trial(study, trial)
-
-    def after_trial(self, study, trial, state, values):
-        self._for(trial).after_trial(study, trial, state, values)
-        self._samplers.pop(trial.number, None)
 
 
 def metric_direction(recipe, metric: str | None = None) -> tuple[str, str]:
@@ -168,27 +141,15 @@ def metric_direction(recipe, metric: str | None = None) -> tuple[str, str]:
     return metric, direction
 
 
-def build_pruner(pruner, recipe):
+def recipe_pruner(pruner, recipe):
     """The Optuna pruner for ``"median"``, ``"hyperband"`` or ``"none"`` (or ``pruner``
-    itself when it is already an :class:`optuna.pruners.BasePruner`).
+    itself when it is already an Optuna pruner); see :func:`emkit.tune.study.make_pruner`.
 
     Steps are optimizer steps, reported at each validation (``train.validate_every``).
-    The median pruner waits for 5 complete trials and never prunes at a trial's first
-    validation, whose score says little; Hyperband's resource runs from one validation
-    interval to ``train.max_steps``.
     """
-    if isinstance(pruner, optuna.pruners.BasePruner):
-        return pruner
     train = recipe.train
-    every = train.validate_every or train.max_steps
-    if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=every + 1)
-    if pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=min(every, train.max_steps), max_resource=train.max_steps)
-    if pruner == "none":
-        return optuna.pruners.NopPruner()
-    raise InputError(f"pruner {pruner!r}: expected one of {', '.join(PRUNERS)}")
+    return make_pruner(pruner, every=train.validate_every or train.max_steps,
+                       max_steps=train.max_steps)
 
 
 def validation_hook(trial, metric: str):
@@ -232,7 +193,7 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
 
     Args:
         recipe: a shipped recipe's name or a recipe YAML path.
-        space: the search-space YAML (:mod:`emkit.tune.space`).
+        space: the search-space YAML (:mod:`emkit.recipes.space`).
         n_trials: finished (complete or pruned) trials the study should hold, counted
             over every process that shares it.
         overrides: ``key=value`` strings applied to every trial before its own values.
@@ -274,15 +235,15 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
         raise InputError(f"study name {name!r}: use letters, digits, '_', '.' and '-' only")
     url = storage_url(storage)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    log_warnings_only()
     uri = resolve_tracking_uri(base.tracking.uri)
-    pruner = build_pruner(pruner, base)
+    pruner = recipe_pruner(pruner, base)
     with sqlite_lock(url):  # the first process creates the tables, the others wait
         study = _retrying(lambda: open_study(
             name, storage=open_storage(url, heartbeat=heartbeat, grace=grace),
             direction=direction, sampler=TrialSeededSampler(seed), pruner=pruner))
     with sqlite_lock(uri):
-        _retrying(lambda: MlflowTracker(uri).client.search_experiments(max_results=1))
+        _retrying(lambda: MlflowTracker(uri).ensure_store())
     _claim_study(study, metric=metric, direction=direction, recipe=base.name)
     root = Path(output_root or base.run.output_root) / f"tune-{name}"
     parent = _parent_run(study, uri, base.tracking.experiment, tags={
@@ -293,7 +254,7 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
     if _n_finished(study) < n_trials:
         objective = _objective(study, recipe=recipe, params=params, overrides=base_overrides,
                                quick=quick, metric=metric, root=root, uri=uri, parent=parent)
-        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=FINISHED_STATES)]
+        callbacks = [max_trials(n_trials, states=FINISHED_STATES)]
         if progress:
             callbacks.append(_print_trial(metric))
         study.optimize(objective, timeout=timeout, callbacks=callbacks, gc_after_trial=True)
@@ -321,15 +282,12 @@ def _claim_study(study, *, metric: str, direction: str, recipe: str) -> None:
 
 def _objective(study, *, recipe, params, overrides, quick, metric, root: Path, uri, parent):
     """The function Optuna calls per trial: one recipe run, its final metric returned."""
-    from emkit.pipeline import run_recipe
     from emkit.recipes import load_recipe
+    from emkit.recipes.run import run_recipe
 
     def objective(trial):
         frozen = _frozen(study, trial.number)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(
-                frozen)
+        original = retried_trial_number(frozen)
         retried = original is not None
         number = original if retried else trial.number
         trial_overrides = params_to_overrides(suggest(trial, params), params)
@@ -377,12 +335,7 @@ def _frozen(study, number: int):
 
 def _requeue(study, number: int, original: int) -> None:
     """Queues a retry of interrupted trial ``number`` as the heartbeat's retry would."""
-    trial = _frozen(study, number)
-    history = [*trial.system_attrs.get("retry_history", []), number]
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.WAITING, params=trial.params,
-        distributions=trial.distributions, user_attrs=trial.user_attrs,
-        system_attrs={"failed_trial": original, "retry_history": history}))
+    requeue(study, _frozen(study, number), original)
 
 
 def _n_finished(study) -> int:
@@ -416,41 +369,28 @@ def _parent_run(study, uri: str, experiment: str, *, tags: dict) -> str:
     """The study's parent MLflow run, (re)started as RUNNING; created if the study has none."""
     tracker = MlflowTracker(uri)
     known = study.user_attrs.get(PARENT_ATTR)
-    if known and _is_active(tracker, known):
+    if known and tracker.is_active(known):
         return tracker.start(experiment=experiment, run_name="", run_id=known)
     own = tracker.start(experiment=experiment, run_name=f"tune-{study.study_name}")
     tracker.set_tags(tags)
     time.sleep(1.0)  # let a run created at the same moment elsewhere get its tags
-    mine = tracker.client.get_run(own).info
-    runs = tracker.client.search_runs(
-        [mine.experiment_id],
-        filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}' and tags.`{ROLE_TAG}` = 'study'")
-    rivals = [r.info for r in runs if r.info.start_time >= mine.start_time - RACE_WINDOW_MS]
-    winner = min([mine, *rivals], key=lambda info: (info.start_time, info.run_id)).run_id
+    runs = dict(tracker.runs_tagged(own, {STUDY_TAG: study.study_name, ROLE_TAG: "study"}))
+    started = runs.get(own, 0)
+    rivals = [(t, r) for r, t in runs.items() if t >= started - RACE_WINDOW_MS]
+    winner = min([(started, own), *rivals])[1]
     if winner != own:
-        tracker.client.delete_run(own)
+        tracker.delete_run(own)
     study.set_user_attr(PARENT_ATTR, winner)
     return winner
 
 
-def _is_active(tracker, run_id: str) -> bool:
-    try:
-        return tracker.client.get_run(run_id).info.lifecycle_stage == "active"
-    except Exception:  # noqa: BLE001 - not in this store; MLflow's exception types stay in tracking
-        return False
-
-
 def _summarize(study, *, params, metric, n_trials, parent, uri, folder: Path, storage: str) -> SearchResult:
     """The study's result, logged to the parent run (finished once the study is done)."""
-    from emkit.tune.plots import study_plots
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
-    n_complete = states.count(optuna.trial.TrialState.COMPLETE)
-    n_pruned = states.count(optuna.trial.TrialState.PRUNED)
+    n_complete = states.count(COMPLETE)
+    n_pruned = states.count(PRUNED)
     best = study.best_trial if n_complete else None
     best_overrides = params_to_overrides(best.params, params) if best else []
     plots, _ = study_plots(study, folder, target_name=metric)
@@ -469,7 +409,7 @@ def _summarize(study, *, params, metric, n_trials, parent, uri, folder: Path, st
                           "emkit.best_overrides": " ".join(best_overrides)[:MAX_TAG_LENGTH]})
     for path in [*plots, table]:
         tracker.log_artifact(path, "study")
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    running = study.get_trials(deepcopy=False, states=(RUNNING,))
     if n_complete + n_pruned >= n_trials and not running:  # the last process to stop ends it
         tracker.finish("FINISHED")
     return SearchResult(
@@ -484,8 +424,8 @@ __all__ = [
     "PrunedRun",
     "SearchResult",
     "TrialSeededSampler",
-    "build_pruner",
     "metric_direction",
+    "recipe_pruner",
     "search_recipe",
     "validation_hook",
 ]

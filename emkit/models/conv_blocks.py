@@ -79,7 +79,7 @@ def apply_head(x, out_channels: int, *, kernel=1, padding: str = "valid", name: 
 
     The sigmoid layer is named by role: ``boundaries`` for one channel,
     ``affinities`` for more. It computes in float32 whatever the dtype policy, so a
-    mixed-precision model (:func:`emkit.devices.precision`) still outputs float32
+    mixed-precision model (:func:`emkit.training.devices.precision`) still outputs float32
     probabilities to its loss and to inference.
     """
     ndim = len(x.shape) - 2

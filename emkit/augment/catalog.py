@@ -53,7 +53,7 @@ def augmentation_keys(name: str) -> list[str]:
     return [k for k in parameters if k != "self"]
 
 
-def build_augmentation(entry) -> Augmentation:
+def make_augmentation(entry) -> Augmentation:
     """One augmentation from a recipe entry such as ``{"name": "flip", "p": 1.0}``.
 
     A bare string is the name with default keys. An :class:`Augmentation` is returned
@@ -85,7 +85,7 @@ def build_augmentation(entry) -> Augmentation:
     return AUGMENTATIONS[name](**entry)
 
 
-def build_augmentations(entries) -> list[Augmentation]:
+def make_augmentations(entries) -> list[Augmentation]:
     """Augmentations from a recipe's list of entries, in order.
 
     Args:
@@ -95,7 +95,7 @@ def build_augmentations(entries) -> list[Augmentation]:
     Returns:
         A list of :class:`Augmentation`.
 
-    >>> [a.name for a in build_augmentations(["flip", {"name": "elastic", "sigma": 3}])]
+    >>> [a.name for a in make_augmentations(["flip", {"name": "elastic", "sigma": 3}])]
     ['flip', 'elastic']
     """
     if entries is None:
@@ -105,7 +105,7 @@ def build_augmentations(entries) -> list[Augmentation]:
     out = []
     for i, entry in enumerate(entries):
         try:
-            out.append(build_augmentation(entry))
+            out.append(make_augmentation(entry))
         except InputError as exc:
             raise InputError(f"augment[{i}]: {exc}") from None
     return out

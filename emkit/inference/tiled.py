@@ -32,7 +32,7 @@ inputs, 44 MB of outputs, 2 x 64 MiB of accumulators and 2 x 22 MB of block
 inputs, about 0.25 GB besides the model, for any volume size. The tiles are
 listed block by block, never for the whole volume at once.
 
-Input scaling is the sampler's (:func:`emkit.sampling.crops.raw_to_unit`):
+Input scaling is the sampler's (:func:`emkit.preprocess.raw_to_unit`):
 unsigned integers are divided by their dtype's maximum (uint8 by 255) and floats
 are used as they are. Keep the two in sync: a model trained on other scaling
 needs ``normalize=``.
@@ -103,7 +103,7 @@ def predict_volume(
         normalize: Maps raw intensities to float32, voxel by voxel (it is
             applied to the mirrored input of a block of tiles at once, so it
             must not use statistics of what it is given); default: the
-            sampler's :func:`~emkit.sampling.crops.raw_to_unit` (uint8 / 255).
+            sampler's :func:`~emkit.preprocess.raw_to_unit` (uint8 / 255).
         progress: Show a tqdm progress bar on stderr.
         block_mib: Largest block of accumulators for an ``out`` that is not an
             ndarray, in MiB (one tile at least).
@@ -167,7 +167,7 @@ def predict_volume(
             for transform in transforms:  # raises now if they are not closed under the variants
                 tta_module.channel_moves(offsets, transform)
     if normalize is None:
-        from emkit.sampling.crops import raw_to_unit as normalize
+        from emkit.preprocess import raw_to_unit as normalize
 
     channels = plan.out_channels
     result_shape = (*spatial, channels)

@@ -1,8 +1,8 @@
 """Align recipes (``task: align``): one YAML file that trains a learned aligner.
 
-A recipe with the top-level key ``task: align`` is read by :func:`align_recipe_from_dict`
+A recipe with the top-level key ``task: align`` is read by :func:`dict_to_align_recipe`
 instead of the segmentation schema; ``emkit recipe run`` and ``emkit align train`` run it
-through :func:`emkit.align.learned.train_aligner`. Sections (every key optional, typed
+through :func:`emkit.recipes.align_run.train_aligner`. Sections (every key optional, typed
 defaults below; unknown keys are errors that name the key):
 
 - ``data``: the well-aligned training stack: ``name``, ``root``, ``sections`` ``[start,
@@ -28,7 +28,7 @@ from emkit.recipes.schema import (
     RunConfig,
     TrackingConfig,
     _check,
-    _section_from_dict,
+    _dict_to_section,
     check_choice_table,
 )
 
@@ -112,7 +112,7 @@ CHOICES = {"data.prealign": ("none", "xcorr"), "model.transform": ("affine", "fl
            "train.optimizer": ("adam", "sgd")}
 
 
-def align_recipe_from_dict(data: typing.Mapping, *, name: str | None = None) -> AlignRecipe:
+def dict_to_align_recipe(data: typing.Mapping, *, name: str | None = None) -> AlignRecipe:
     """A checked :class:`AlignRecipe` from a mapping; InputError names any bad key."""
     if not isinstance(data, typing.Mapping):
         raise InputError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
@@ -129,7 +129,7 @@ def align_recipe_from_dict(data: typing.Mapping, *, name: str | None = None) -> 
             raise InputError(f"{section}: expected a mapping of keys, got {values!r}")
         if section == "tracking":
             values = {"experiment": "emkit-align", **values}
-        sections[section] = _section_from_dict(cls, values, section)
+        sections[section] = _dict_to_section(cls, values, section)
     recipe = AlignRecipe(name=_check(data.get("name", name or "align"), str, "name"),
                          description=_check(data.get("description", ""), str, "description"),
                          **sections)
@@ -180,18 +180,15 @@ def getattr_path(recipe, key: str):
     return getattr(getattr(recipe, section), attr)
 
 
-def load_align_recipe(data: dict, overrides=(), *, quick: bool = False) -> AlignRecipe:
-    """The resolved align recipe from a recipe file's mapping, ``key=value`` overrides and ``--quick``."""
-    from emkit.recipes.loading import apply_overrides
-
-    data = apply_overrides(data, [*(QUICK_OVERRIDES if quick else ()), *overrides])
-    return align_recipe_from_dict(data)
-
-
 def align_recipe_to_dict(recipe: AlignRecipe) -> dict:
     """The recipe as plain YAML-ready data, every key included."""
     return dataclasses.asdict(recipe)
 
 
-__all__ = ["QUICK_OVERRIDES", "AlignRecipe", "align_recipe_from_dict", "align_recipe_to_dict",
-           "check_align_recipe", "load_align_recipe"]
+__all__ = [
+    "QUICK_OVERRIDES",
+    "AlignRecipe",
+    "align_recipe_to_dict",
+    "check_align_recipe",
+    "dict_to_align_recipe",
+]
