@@ -133,3 +133,17 @@ def test_the_readme_map_lists_the_packages_in_this_order():
     block = text.split("## Where things live", 1)[1].split("```")[1]
     listed = re.findall(r"^emkit/(\w+)", block, re.MULTILINE)
     assert listed == ORDER
+
+
+def test_every_docstring_example_runs():
+    import doctest
+    import importlib
+
+    failed = {}
+    for name in sorted(modules()):
+        module = importlib.import_module(name)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False,
+                                 report=False)
+        if result.failed:
+            failed[name] = result.failed
+    assert failed == {}

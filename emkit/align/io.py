@@ -18,6 +18,7 @@ import numpy as np
 
 from emkit.align.transforms import Transforms
 from emkit.errors import InputError
+from emkit.io.plain import to_plain
 
 FORMAT_VERSION = 1
 VERSION_KEY = "emkit_transforms_version"
@@ -62,7 +63,7 @@ def save_transforms(path, transforms: Transforms, *, attrs=None, overwrite: bool
     kind = file_format(path)
     if path.exists() and not overwrite:
         raise OverwriteError(f"'{path}' exists; pass --overwrite (overwrite=True) to replace it")
-    text = json.dumps(attrs or {}, default=_plain)
+    text = json.dumps(to_plain(attrs or {}), default=str)
     with atomic_path(path) as tmp:
         if kind == "npz":
             arrays = {"matrices": transforms.matrices, VERSION_KEY: np.array(FORMAT_VERSION),
@@ -83,10 +84,6 @@ def save_transforms(path, transforms: Transforms, *, attrs=None, overwrite: bool
                     f.create_dataset("fields", data=transforms.fields, compression="gzip",
                                      chunks=(1, *transforms.fields.shape[1:]))
     return path
-
-
-def _plain(value):
-    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)
 
 
 def load_transforms(path) -> Transforms:

@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from emkit.errors import InputError, MissingDataError, OverwriteError, yaml_problem
+from emkit.io.plain import to_plain
 
 #: The version of the ensemble file format written by :func:`save_ensemble`.
 FORMAT_VERSION = 1
@@ -277,27 +278,12 @@ def save_ensemble(ensemble: Ensemble, path, *, overwrite: bool = False) -> Path:
              "weight": float(m.weight), "sha256": m.sha256}
             for m in ensemble.members
         ],
-        "metadata": _plain(dict(ensemble.metadata)),
+        "metadata": to_plain(dict(ensemble.metadata)),
     }
     text = _HEADER.format(name=path.name) + yaml.safe_dump(data, sort_keys=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
-
-
-def _plain(value):
-    """``value`` with NumPy scalars, tuples and paths made plain YAML."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --------------------------------------------------------------------------- loading, checking

@@ -16,6 +16,7 @@ import numpy as np
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.io._common import atomic_path, is_stale_temp, nm_tuple, require_file, temp_name
+from emkit.io.plain import to_plain
 
 COMPRESSIONS = ("gzip", "lzf", None)
 
@@ -101,15 +102,7 @@ def attributes(path: Path, key: str | None) -> dict:
         path, key: as for :func:`probe`.
     """
     with _open(path) as f:
-        return {name: _plain(value) for name, value in _dataset(f, path, key).attrs.items()}
-
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    return value
+        return {name: to_plain(value) for name, value in _dataset(f, path, key).attrs.items()}
 
 
 def read(path: Path, key: str, box: tuple[slice, ...]) -> np.ndarray:

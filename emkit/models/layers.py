@@ -15,6 +15,7 @@ import keras
 from keras import layers, ops
 
 from emkit.errors import InputError
+from emkit.io.plain import to_plain
 
 
 def conv_class(ndim: int):
@@ -106,15 +107,11 @@ class DilatedMaxPooling(layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "pool_size": _plain(self.pool_size),
-                "dilation_rate": _plain(self.dilation_rate),
+                "pool_size": to_plain(self.pool_size),
+                "dilation_rate": to_plain(self.dilation_rate),
             }
         )
         return config
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 __all__ = [

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from emkit.errors import InputError
+from emkit.io.plain import to_plain
 
 ACTIVATIONS = ("relu", "elu", "tanh", "leaky_relu", "gelu", "silu", "linear")
 PADDINGS = ("valid", "same")
@@ -310,7 +311,7 @@ def _canonical_levels(value: Any, ndim: int, depth: int, key: str):
         if len(value) != depth:
             raise InputError(
                 f"{key}: a per-level list needs one entry per level (depth={depth}), "
-                f"got {len(value)}: {_plain(value)}"
+                f"got {len(value)}: {to_plain(value)}"
             )
         levels = tuple(
             per_axis(_canonical_size(v, ndim, f"{key}[{i}]"), ndim) for i, v in enumerate(value)
@@ -404,7 +405,7 @@ class RSUNetSpec:
             kernels = [self.embed_kernel] if key == "embed_kernel" else list(self.block_kernels)
             if any(k % 2 == 0 for kern in kernels for k in per_axis(kern, self.ndim)):
                 raise InputError(
-                    f"{key}: same padding needs odd kernel sizes, got {_plain(kernels)}"
+                    f"{key}: same padding needs odd kernel sizes, got {to_plain(kernels)}"
                 )
         _check_choice(self.upsample, UPSAMPLE_MODES, "upsample")
         _check_int(self.in_channels, "in_channels")
@@ -575,18 +576,11 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
         value = getattr(spec, key)
         if key == "layers":
             value = [
-                {k: _plain(v) for k, v in dataclasses.asdict(layer).items() if v is not None}
+                {k: to_plain(v) for k, v in dataclasses.asdict(layer).items() if v is not None}
                 for layer in value
             ]
-        out[key] = _plain(value)
+        out[key] = to_plain(value)
     return out
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, for YAML and error messages."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def replace(spec: Spec, **changes: Any) -> Spec:

@@ -134,35 +134,16 @@ class PatchSampler(keras.utils.PyDataset):
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )
-        # Data.
-        if getattr(raw, "ndim", len(getattr(raw, "shape", ()))) != 3:
-            raise InputError(f"raw must be a (z, y, x) volume, got shape {raw.shape}")
-        for role, array in (("labels", labels), ("mask", mask)):
-            if array is not None and tuple(array.shape) != tuple(raw.shape):
-                raise InputError(
-                    f"{role} have shape {tuple(array.shape)} but raw has {tuple(raw.shape)}"
-                )
+        # Data, and the shapes and targets the model asks for.
         if labels is None:
             raise InputError("a training sampler needs labels")
-        self.raw, self.labels, self.mask = raw, labels, mask
+        self.raw, self.labels, self.mask = check_volumes(raw, labels, mask)
         self.labelled_sections = (
             None if labelled_sections is None else tuple(int(z) for z in labelled_sections)
         )
-        # Shapes, from the model.
-        self.shapes = model_shapes(model)
-        self.spec = TargetSpec(
-            kind=target,
-            ndim=self.shapes.ndim,
-            offsets=offsets,
-            thickness=thickness,
-            label_kind=label_kind,
-            unlabelled_value=unlabelled_value,
-        )
-        if self.spec.channels != self.shapes.out_channels:
-            raise InputError(
-                f"{target} with offsets {self.spec.offsets} give {self.spec.channels} "
-                f"channel(s) but the model outputs {self.shapes.out_channels}"
-            )
+        self.shapes, self.spec = model_targets(
+            model, target=target, offsets=offsets, thickness=thickness, label_kind=label_kind,
+            unlabelled_value=unlabelled_value)
         # Augmentations and the crops they need.
         out = self.shapes.output_zyx
         labels_window = tuple(o + 2 * c for o, c in zip(out, self.spec.context))
@@ -220,13 +201,7 @@ class PatchSampler(keras.utils.PyDataset):
             in_memory: read the volumes into memory first.
             **kwargs: the other :class:`PatchSampler` arguments.
         """
-        def load(array):
-            return np.asarray(array) if array is not None and in_memory else array
-
-        raw, labels, mask = (load(a) for a in (dataset.raw, dataset.labels, dataset.mask))
-        kwargs.setdefault("label_kind", dataset.label_kind)
-        kwargs.setdefault("unlabelled_value", dataset.unlabelled_value)
-        kwargs.setdefault("labelled_sections", dataset.labelled_sections)
+        raw, labels, mask = dataset_volumes(dataset, kwargs, in_memory=in_memory)
         return cls(raw, labels, model, mask=mask, sections=sections, **kwargs)
 
     # ------------------------------------------------------------------ PyDataset
@@ -295,6 +270,53 @@ class PatchSampler(keras.utils.PyDataset):
             labelled_sections=self.labelled_sections,
         )
         return raw, ids
+
+
+def check_volumes(raw, labels, mask):
+    """``(raw, labels, mask)`` after checking that raw is (z, y, x) and the others (or
+    None) have its shape."""
+    if getattr(raw, "ndim", len(getattr(raw, "shape", ()))) != 3:
+        raise InputError(f"raw must be a (z, y, x) volume, got shape {raw.shape}")
+    for role, array in (("labels", labels), ("mask", mask)):
+        if array is not None and tuple(array.shape) != tuple(raw.shape):
+            raise InputError(
+                f"{role} have shape {tuple(array.shape)} but raw has {tuple(raw.shape)}"
+            )
+    return raw, labels, mask
+
+
+def model_targets(model, *, target, offsets, thickness, label_kind, unlabelled_value):
+    """The model's shapes and the target it is trained on, checked against each other.
+
+    Args:
+        model: a built Keras model.
+        target, offsets, thickness, label_kind, unlabelled_value: the
+            :class:`~emkit.sampling.targets.TargetSpec` fields.
+
+    Returns:
+        ``(ModelShapes, TargetSpec)``.
+    """
+    shapes = model_shapes(model)
+    spec = TargetSpec(kind=target, ndim=shapes.ndim, offsets=offsets, thickness=thickness,
+                      label_kind=label_kind, unlabelled_value=unlabelled_value)
+    if spec.channels != shapes.out_channels:
+        raise InputError(
+            f"{target} with offsets {spec.offsets} give {spec.channels} "
+            f"channel(s) but the model outputs {shapes.out_channels}"
+        )
+    return shapes, spec
+
+
+def dataset_volumes(dataset, kwargs: dict, *, in_memory: bool):
+    """A data set's ``(raw, labels, mask)``, read into memory if asked, with its label
+    kind, unlabelled value and labelled sections set as defaults in ``kwargs``."""
+    def load(array):
+        return np.asarray(array) if array is not None and in_memory else array
+
+    kwargs.setdefault("label_kind", dataset.label_kind)
+    kwargs.setdefault("unlabelled_value", dataset.unlabelled_value)
+    kwargs.setdefault("labelled_sections", dataset.labelled_sections)
+    return tuple(load(a) for a in (dataset.raw, dataset.labels, dataset.mask))
 
 
 def read_ids(labels, start, box, spec, *, run=None, mask=None, labelled_sections=None):

@@ -9,9 +9,8 @@ import numpy as np
 
 from emkit.augment.base import check_int
 from emkit.errors import InputError
-from emkit.sampling.sampler import read_ids
-from emkit.sampling.shapes import model_shapes
-from emkit.sampling.targets import TargetSpec, class_weights, make_targets, make_weights
+from emkit.sampling.sampler import check_volumes, dataset_volumes, model_targets, read_ids
+from emkit.sampling.targets import class_weights, make_targets, make_weights
 from emkit.sampling.tiles import read_input, tile_sections
 
 
@@ -57,22 +56,10 @@ class ValidationSampler(keras.utils.PyDataset):
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )
-        for role, array in (("labels", labels), ("mask", mask)):
-            if array is not None and tuple(array.shape) != tuple(raw.shape):
-                raise InputError(
-                    f"{role} have shape {tuple(array.shape)} but raw has {tuple(raw.shape)}"
-                )
-        self.raw, self.labels, self.mask = raw, labels, mask
-        self.shapes = model_shapes(model)
-        self.spec = TargetSpec(
-            kind=target, ndim=self.shapes.ndim, offsets=offsets, thickness=thickness,
-            label_kind=label_kind, unlabelled_value=unlabelled_value,
-        )
-        if self.spec.channels != self.shapes.out_channels:
-            raise InputError(
-                f"{target} give {self.spec.channels} channel(s) but the model outputs "
-                f"{self.shapes.out_channels}"
-            )
+        self.raw, self.labels, self.mask = check_volumes(raw, labels, mask)
+        self.shapes, self.spec = model_targets(
+            model, target=target, offsets=offsets, thickness=thickness, label_kind=label_kind,
+            unlabelled_value=unlabelled_value)
         self.labelled_sections = (
             None if labelled_sections is None else tuple(int(z) for z in labelled_sections)
         )
@@ -94,18 +81,10 @@ class ValidationSampler(keras.utils.PyDataset):
     @classmethod
     def from_dataset(cls, dataset, model, *, sections=None, in_memory=True, **kwargs):
         """A validation sampler over a data set's ``sections`` (default: its validation ones)."""
-        def load(array):
-            return np.asarray(array) if array is not None and in_memory else array
-
         if sections is None:
             sections = dataset.validation_sections or None
-        kwargs.setdefault("label_kind", dataset.label_kind)
-        kwargs.setdefault("unlabelled_value", dataset.unlabelled_value)
-        kwargs.setdefault("labelled_sections", dataset.labelled_sections)
-        return cls(
-            load(dataset.raw), load(dataset.labels), model, mask=load(dataset.mask),
-            sections=sections, **kwargs,
-        )
+        raw, labels, mask = dataset_volumes(dataset, kwargs, in_memory=in_memory)
+        return cls(raw, labels, model, mask=mask, sections=sections, **kwargs)
 
     def __len__(self) -> int:
         return math.ceil(len(self.blocks) / self.batch_size)

@@ -60,6 +60,7 @@ import numpy as np
 import yaml
 
 from emkit.errors import InputError, MissingDataError
+from emkit.io.plain import to_plain
 
 #: Search spaces per ``postprocess.method``: option -> ``{"low", "high"[, "int", "log"]}``
 #: or ``{"choices": [...]}``; ``"when": (option, value)`` suggests an option only when an
@@ -148,7 +149,7 @@ def options_override(options: dict) -> str:
     >>> options_override({"seed_threshold": 0.25, "min_size": 40})
     'postprocess.options={seed_threshold: 0.25, min_size: 40}'
     """
-    text = yaml.safe_dump(_plain(options), default_flow_style=True, sort_keys=False,
+    text = yaml.safe_dump(to_plain(options), default_flow_style=True, sort_keys=False,
                           width=1 << 30)
     return f"postprocess.options={text.strip()}"
 
@@ -361,7 +362,7 @@ def _default_params(method, base, space):
             value = base.get(name, signature[name].default)
         if spec.get("int") and spec["low"] == 1 and value == 0:
             value = 1  # the same result (see SEARCH_SPACES), inside the range
-        params[name] = _plain(value)
+        params[name] = to_plain(value)
     return params
 
 
@@ -407,20 +408,9 @@ def _digest(pred, gt, scored) -> str:
     return h.hexdigest()
 
 
-def _plain(value):
-    """Plain YAML/JSON data: tuples to lists, NumPy scalars to Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _claim_study(study, storage, attrs):
     """Marks a new study with its setup, or checks that an existing one has the same."""
-    attrs = json.loads(json.dumps(_plain(attrs)))
+    attrs = json.loads(json.dumps(to_plain(attrs)))
     existing = study.user_attrs
     if not existing:
         for key, value in attrs.items():
@@ -490,7 +480,7 @@ def _result(study, method, metric, direction, base, storage, pareto) -> TuneResu
 def trial_options(trial, method: str, base: dict) -> dict:
     """The full ``postprocess.options`` of a finished trial (base options + its values)."""
     space = SEARCH_SPACES[method]
-    options = _plain(base)
+    options = to_plain(base)
     for name, value in trial.params.items():
         spec = space.get(name, {})
         if spec.get("int") and spec["low"] == 1 and value == 1:
