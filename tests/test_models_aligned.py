@@ -10,8 +10,8 @@ from scipy import ndimage
 from emkit.augment.defects import Misalign
 from emkit.errors import InputError
 from emkit.models import build_model, shapes
+from emkit.models.align_spec import AlignSpec, dict_to_align_spec
 from emkit.models.aligned import SectionAligner, build_aligned, weighted_ncc
-from emkit.models.spec import AlignSpec, dict_to_align_spec
 from emkit.models.testing import assert_saving_round_trip, small_spec
 from emkit.recipes import flatten, load_recipe, recipe_to_dict
 

@@ -46,8 +46,8 @@ import keras
 from keras import layers, ops
 
 from emkit.errors import InputError
+from emkit.models.align_spec import AlignSpec, dict_to_align_spec
 from emkit.models.spatial_transformer import SpatialTransformer, bilinear_sample, sampling_coords
-from emkit.models.spec import AlignSpec, dict_to_align_spec
 
 
 def weighted_ncc(a, b, weights, eps: float = 1e-6):
@@ -229,7 +229,7 @@ def build_aligned(net: keras.Model, align: AlignSpec | dict, *, name: str | None
     Args:
         net: A built 3D segmentation network with a fixed input shape; its layers
             are copied with their current weights (``net`` itself is left alone).
-        align: An :class:`~emkit.models.spec.AlignSpec` or a mapping of its keys.
+        align: An :class:`~emkit.models.align_spec.AlignSpec` or a mapping of its keys.
         name: Model name; default ``{net.name}_aligned``.
 
     The aligner computes in float32 whatever the dtype policy: sub-pixel sampling

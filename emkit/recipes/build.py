@@ -134,8 +134,8 @@ def _build_and_compile(recipe: Recipe):
     spec = get_spec(recipe.model.architecture, **model_overrides(recipe))
     model = build_model(spec)
     if recipe.model.align is not None:  # the end-to-end setting: a learned aligner in front
+        from emkit.models.align_spec import check_alignable, dict_to_align_spec
         from emkit.models.aligned import build_aligned
-        from emkit.models.spec import check_alignable, dict_to_align_spec
 
         align = dict_to_align_spec(recipe.model.align, key="model.align")
         check_alignable(spec, align)

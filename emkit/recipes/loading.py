@@ -119,7 +119,7 @@ def check_recipe(recipe: Recipe) -> None:
     from emkit.augment import make_augmentations
     from emkit.datasets import get_info
     from emkit.models import get_spec
-    from emkit.models.spec import check_alignable, dict_to_align_spec
+    from emkit.models.align_spec import check_alignable, dict_to_align_spec
 
     get_info(recipe.data.name)
     try:

@@ -74,7 +74,7 @@ class ModelConfig:
         overrides: spec keys, e.g. ``{width_factor: 0.5, input_shape: [95, 95]}``.
         align: a learned aligner in front of a 3D network, trained jointly (the thesis's
             end-to-end setting), e.g. ``{transform: affine, filters: 8, depth: 3,
-            reference: center, ncc_weight: 0.1}`` (see ``emkit.models.spec.AlignSpec``);
+            reference: center, ncc_weight: 0.1}`` (see ``emkit.models.align_spec.AlignSpec``);
             null: none.
     """
 
