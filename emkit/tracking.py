@@ -198,6 +198,12 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
+        """Logs numbers at one step, in one batch; None values are skipped.
+
+        Args:
+            metrics: name -> number.
+            step: the optimizer step (or trial count) they belong to.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -212,6 +218,12 @@ class MlflowTracker:
         return [(int(m.step), float(m.value)) for m in sorted(points, key=lambda m: m.timestamp)]
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        """Copies a file, or a folder's files, into the run's artifacts.
+
+        Args:
+            path: the file or folder.
+            artifact_path: the artifact folder to put it in (default: the top).
+        """
         path = os.fspath(path)
         if os.path.isdir(path):
             self.client.log_artifacts(self.run_id, path, artifact_path)
@@ -219,6 +231,13 @@ class MlflowTracker:
             self.client.log_artifact(self.run_id, path, artifact_path)
 
     def log_image(self, image, *, key: str, step: int) -> None:
+        """Logs an image at a step (MLflow shows a slider over steps).
+
+        Args:
+            image: RGB uint8 ndarray (H, W, 3).
+            key: the image's name, e.g. ``"val_overlay"``.
+            step: the optimizer step.
+        """
         if step > self._logged.last_step:
             self.client.log_image(self.run_id, image, key=key, step=int(step))
 
@@ -245,7 +264,12 @@ class MlflowTracker:
 
     def runs_tagged(self, run_id: str, tags: dict) -> list[tuple[str, int]]:
         """``(run id, start time in ms)`` of the runs in ``run_id``'s experiment that carry
-        every tag of ``tags``, ``run_id`` itself included when it does."""
+        every tag of ``tags``, ``run_id`` itself included when it does.
+
+        Args:
+            run_id: a run of the experiment to search.
+            tags: tag -> value, all of which a run must carry.
+        """
         experiment = self.client.get_run(run_id).info.experiment_id
         where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         return [(r.info.run_id, r.info.start_time)
@@ -257,7 +281,12 @@ class MlflowTracker:
 
     def end_run(self, run_id: str, status: str = "KILLED") -> None:
         """Ends another run that is still RUNNING (one a killed process left); a run that
-        has ended, or that the store does not hold, is left as it is."""
+        has ended, or that the store does not hold, is left as it is.
+
+        Args:
+            run_id: the run to end.
+            status: its final status, ``"KILLED"`` by default.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
@@ -282,7 +311,12 @@ class _Logged:
         self.last_step = max(self.last.values(), default=-1)
 
     def new(self, metrics: dict, step: int) -> dict:
-        """The items of ``metrics`` not yet logged at ``step``."""
+        """The items of ``metrics`` not yet logged at ``step``.
+
+        Args:
+            metrics: name -> value, about to be logged.
+            step: their step.
+        """
         if not self.last:
             return metrics
         return {k: v for k, v in metrics.items() if step > self.last.get(k, -1)}
@@ -312,7 +346,12 @@ def _param_value(value) -> str:
 
 
 def run_info(uri: str, run_id: str) -> dict:
-    """A run's status, params, last metrics and tags, read back (for tests and summaries)."""
+    """A run's status, params, last metrics and tags, read back (for tests and summaries).
+
+    Args:
+        uri: the tracking store.
+        run_id: the run.
+    """
     from mlflow import MlflowClient
 
     run = MlflowClient(tracking_uri=uri).get_run(run_id)
@@ -326,7 +365,13 @@ def run_info(uri: str, run_id: str) -> dict:
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    """``(step, value)`` of every logged value of metric ``key``."""
+    """``(step, value)`` of every logged value of metric ``key``, by step.
+
+    Args:
+        uri: the tracking store.
+        run_id: the run.
+        key: the metric's name.
+    """
     from mlflow import MlflowClient
 
     history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, key)
@@ -343,6 +388,10 @@ def runs_page(uri: str, experiment: str | None = None) -> str:
 
     Raises:
         InputError: no experiment of that name, or a store that cannot be read.
+
+    Args:
+        uri: the tracking store.
+        experiment: the experiment's name; None: the one with the newest run.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -370,7 +419,12 @@ def runs_page(uri: str, experiment: str | None = None) -> str:
 
 
 def ui_command(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The command line that starts the MLflow UI on a store (``emkit ui``)."""
+    """The command line that starts the MLflow UI on a store (``emkit ui``).
+
+    Args:
+        uri: the tracking store (default: :func:`tracking_uri`'s).
+        host, port: where the UI listens.
+    """
     uri = tracking_uri(uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", host, "--port", str(port)]

@@ -208,7 +208,12 @@ _NOTES = {
 
 
 def format_table(result: dict, metrics) -> str:
-    """A readable table of the metrics in ``result``."""
+    """A readable table of the metrics in ``result``.
+
+    Args:
+        result: the evaluation (:func:`emkit.metrics.evaluate`) with the inputs' names.
+        metrics: the metric names, in the table's order.
+    """
     shape = " x ".join(str(s) for s in result["shape"])
     mode = "per section" if result["per_section"] else "3D"
     lines = [

@@ -56,7 +56,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def add_blockwise_arguments(parser, *, default_block: str) -> None:
-    """``--blockwise`` and its options, shared by ``emkit predict`` and ``emkit segment``."""
+    """``--blockwise`` and its options, shared by ``emkit predict`` and ``emkit segment``.
+
+    Args:
+        parser: the command's parser.
+        default_block: the default ``--block-size``, as the help shows it.
+    """
     group = parser.add_argument_group(
         "blockwise (Dask)",
         "process a chunked Zarr or HDF5 volume block by block on Dask workers, for volumes "
@@ -79,7 +84,12 @@ def add_blockwise_arguments(parser, *, default_block: str) -> None:
 
 
 def add_volume_arguments(parser, *, preprocess_source: str = "the model") -> None:
-    """The arguments shared by ``emkit predict`` and ``emkit ensemble predict``."""
+    """The arguments shared by ``emkit predict`` and ``emkit ensemble predict``.
+
+    Args:
+        parser: the command's parser.
+        preprocess_source: what ``--preprocess auto`` reads, for the help.
+    """
     parser.add_argument(
         "--input", required=True, metavar="VOL",
         help="the raw volume: stack.tif, file.h5:KEY, store.zarr[:KEY], array.npy, folder/ or "
@@ -167,7 +177,13 @@ def run_blockwise(args) -> int:
 
 
 def block_size(text, option: str = "--block-size", minimum: int = 1) -> tuple[int, int, int]:
-    """``--block-size`` (or ``option``, e.g. ``--halo`` with ``minimum=0``): ``N`` or ``Z,Y,X``."""
+    """``--block-size`` (or ``option``, e.g. ``--halo`` with ``minimum=0``): ``N`` or ``Z,Y,X``.
+
+    Args:
+        text: ``N`` or ``Z,Y,X`` (or a sequence already parsed).
+        option: the option's name, for messages.
+        minimum: the smallest value allowed.
+    """
     values = _ints(text, option) if isinstance(text, str) else tuple(text)
     if len(values) == 1:
         values = values * 3

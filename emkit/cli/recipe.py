@@ -85,7 +85,12 @@ def run_show(args) -> int:
 
 
 def latest_unfinished(output_root, name: str) -> Path | None:
-    """The newest ``<output_root>/<name>-*`` folder whose run is not finished."""
+    """The newest ``<output_root>/<name>-*`` folder whose run is not finished.
+
+    Args:
+        output_root: the recipe's ``run.output_root``.
+        name: the recipe's name.
+    """
     from emkit.training import read_state
 
     for folder in sorted(Path(output_root).glob(f"{name}-*"), reverse=True):
@@ -96,7 +101,12 @@ def latest_unfinished(output_root, name: str) -> Path | None:
 
 
 def run_output(args, recipe):
-    """``--output``; with ``--resume`` and no ``--output``, the latest unfinished run's folder."""
+    """``--output``; with ``--resume`` and no ``--output``, the latest unfinished run's folder.
+
+    Args:
+        args: the parsed arguments (``--output``, ``--resume``).
+        recipe: the loaded recipe.
+    """
     from emkit.errors import MissingDataError
 
     output = args.output
@@ -149,6 +159,12 @@ def summary(recipe, result, uri: str, minutes: float) -> str:
 
     The last line is the headline: the tuned, held-out score when the run tuned its
     postprocessing, else the validation score with the recipe's options.
+
+    Args:
+        recipe: the recipe as run.
+        result: the run's :class:`~emkit.recipes.run.RunResult`.
+        uri: the tracking store.
+        minutes: this call's wall time.
     """
     if getattr(recipe, "task", None) == "align":
         return aligner_summary(recipe, result, uri)

@@ -149,7 +149,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_floats(text: str, name: str, count: int | None = None) -> tuple[float, ...]:
-    """``"0.3,0.5"`` as floats, or InputError naming the option."""
+    """``"0.3,0.5"`` as floats, or InputError naming the option.
+
+    Args:
+        text: comma-separated numbers.
+        name: the option, for messages.
+        count: how many values are needed, or None for any number.
+    """
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -161,7 +167,12 @@ def parse_floats(text: str, name: str, count: int | None = None) -> tuple[float,
 
 
 def output_specs(template: str, thresholds) -> list[str]:
-    """One output spec per threshold, from a template with ``{threshold}``."""
+    """One output spec per threshold, from a template with ``{threshold}``.
+
+    Args:
+        template: the output spec, with ``{threshold}`` where each value goes.
+        thresholds: the agglomeration thresholds.
+    """
     if len(thresholds) > 1 and "{threshold}" not in template:
         raise InputError(
             f"--output {template!r} names one volume but {len(thresholds)} thresholds were "
@@ -171,7 +182,12 @@ def output_specs(template: str, thresholds) -> list[str]:
 
 
 def check_writable(spec: str, overwrite: bool) -> None:
-    """Fail before any work when an output exists and --overwrite is not given."""
+    """Fail before any work when an output exists and --overwrite is not given.
+
+    Args:
+        spec: the output spec.
+        overwrite: whether --overwrite was given.
+    """
     from emkit.errors import OverwriteError
     from emkit.io import list_keys, parse_spec
 
@@ -188,7 +204,12 @@ def check_writable(spec: str, overwrite: bool) -> None:
 
 
 def read_probabilities(volume, role: str):
-    """A float32 array in [0, 1] from a float or uint8 volume."""
+    """A float32 array in [0, 1] from a float or uint8 volume.
+
+    Args:
+        volume: the opened input volume.
+        role: its name in messages (e.g. ``INPUT``).
+    """
     import numpy as np
 
     data = np.asarray(volume[...])
@@ -236,7 +257,12 @@ def recipe_options(source: str) -> tuple[str, dict, str]:
 
 def resolve_options(args: argparse.Namespace, method: str) -> None:
     """Fills the postprocessing options that the command line left unset: from
-    ``--recipe`` when given (its method must be ``method``), else :data:`DEFAULTS`."""
+    ``--recipe`` when given (its method must be ``method``), else :data:`DEFAULTS`.
+
+    Args:
+        args: the parsed arguments, changed in place.
+        method: ``watershed_2d`` or ``affinity_watershed``, what the input is segmented with.
+    """
     options = {}
     if getattr(args, "recipe", None):
         found, options, path = recipe_options(args.recipe)

@@ -71,6 +71,10 @@ def dict_to_align_spec(config: Any, *, key: str = "model.align") -> AlignSpec | 
 
     >>> dict_to_align_spec({"transform": "flow"}).transform
     'flow'
+
+    Args:
+        config: the recipe's ``model.align`` mapping, or None.
+        key: the recipe key, for messages.
     """
     if config is None:
         return None
@@ -93,6 +97,11 @@ def check_alignable(spec: Any, align: AlignSpec | None, *, key: str = "model.ali
     section, so there is nothing to align; a pooled patch classifier (output stride
     > 1) predicts through its dense form, which a global warp does not have; and the
     warp is global in the patch, so the input size must be fixed.
+
+    Args:
+        spec: the segmentation net's spec.
+        align: the aligner's spec, or None (nothing to check).
+        key: the recipe key, for messages.
     """
     if align is None:
         return

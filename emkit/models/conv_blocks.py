@@ -81,6 +81,13 @@ def apply_head(x, out_channels: int, *, kernel=1, padding: str = "valid", name: 
     ``affinities`` for more. It computes in float32 whatever the dtype policy, so a
     mixed-precision model (:func:`emkit.training.devices.precision`) still outputs float32
     probabilities to its loss and to inference.
+
+    Args:
+        x: the input tensor.
+        out_channels: the output channels.
+        kernel: the convolution's size.
+        padding: ``"valid"`` or ``"same"``.
+        name: the layers' name prefix.
     """
     ndim = len(x.shape) - 2
     x = conv_class(ndim)(out_channels, kernel, padding=padding, name=name)(x)

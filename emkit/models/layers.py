@@ -40,7 +40,12 @@ def cropping_class(ndim: int):
 
 
 def activation_layer(activation: str, name: str):
-    """An activation layer by word (``relu``, ``elu``, ``linear``, ...)."""
+    """An activation layer by word (``relu``, ``elu``, ``linear``, ...).
+
+    Args:
+        activation: the Keras activation's name.
+        name: the layer's name.
+    """
     return layers.Activation(activation, name=name)
 
 

@@ -27,7 +27,14 @@ from emkit.models.unet import apply_upsample
 
 
 def apply_residual_block(x, filters: int, spec: RSUNetSpec, *, name: str):
-    """One RSUNet level: ``block_kernels`` convs, the skip summed from after the first."""
+    """One RSUNet level: ``block_kernels`` convs, the skip summed from after the first.
+
+    Args:
+        x: the input tensor.
+        filters: the level's channels.
+        spec: the RSUNet spec (its block kernels, activation, normalization).
+        name: the layers' name prefix.
+    """
     convs = [(per_axis(k, spec.ndim), filters) for k in spec.block_kernels]
     return apply_conv_block(
         x,

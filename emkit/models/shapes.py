@@ -135,7 +135,12 @@ def output_shape(net: Any, input_shape) -> tuple[int, ...]:
 
 
 def is_valid_input_shape(net: Any, input_shape) -> bool:
-    """Whether ``input_shape`` is a valid spatial input size of ``net``."""
+    """Whether ``input_shape`` is a valid spatial input size of ``net``.
+
+    Args:
+        net: a spec or a built model.
+        input_shape: the spatial input size to check.
+    """
     input_shape = check_input_shape(input_shape, _ndim(net))
     if isinstance(net, _SPEC_TYPES):
         return all(_spec_axis_size(net, a, n)[0] is not None for a, n in enumerate(input_shape))
@@ -163,7 +168,12 @@ def valid_input_sizes(net: Any, axis: int, stop: int, start: int = 1) -> list[in
 
 
 def smallest_input_shape(net: Any, limit: int = 4096) -> tuple[int, ...]:
-    """The smallest valid spatial input size (for a convnet, its field of view)."""
+    """The smallest valid spatial input size (for a convnet, its field of view).
+
+    Args:
+        net: a spec or a built model.
+        limit: give up above this size per axis.
+    """
     ndim = _ndim(net)
     out = []
     for axis in range(ndim):
@@ -230,6 +240,10 @@ def model_geometry(model: Any, input_shape=None) -> Geometry:
 
     This is what the sampler and the predictor call: it needs no spec, so it
     works on a model loaded from a ``.keras`` file.
+
+    Args:
+        model: a built Keras model.
+        input_shape: the spatial input size; None: the model's own.
     """
     return geometry(model, input_shape)
 
@@ -425,7 +439,12 @@ def _nearest_on_axis(net: Any, axis: int, n: int, direction: str, limit: int = 8
 
 
 def check_input_shape(input_shape, ndim: int) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of ``ndim`` positive ints, or an InputError."""
+    """``input_shape`` as a tuple of ``ndim`` positive ints, or an InputError.
+
+    Args:
+        input_shape: an int or a sequence of ints.
+        ndim: the number of spatial axes.
+    """
     if (
         not isinstance(input_shape, (list, tuple))
         or len(input_shape) != ndim

@@ -35,7 +35,12 @@ TRANSFORMS = ("affine", "flow")
 
 
 def identity_grid(batch, height, width):
-    """Pixel coordinates ``(batch, height, width, 2)`` as ``(y, x)`` floats."""
+    """Pixel coordinates ``(batch, height, width, 2)`` as ``(y, x)`` floats.
+
+    Args:
+        batch: the batch size (a tensor or int).
+        height, width: the image size in pixels.
+    """
     ys = ops.cast(ops.arange(height), "float32")
     xs = ops.cast(ops.arange(width), "float32")
     grid = ops.stack(ops.meshgrid(ys, xs, indexing="ij"), axis=-1)
@@ -275,6 +280,11 @@ def affine_matrix(rotation_deg: float = 0.0, shift=(0.0, 0.0), scale=(1.0, 1.0))
     """A ``theta`` ``(2, 3)`` for a rotation, a scaling and a shift in normalized units.
 
     Handy to build test warps and to initialize alignments.
+
+    Args:
+        rotation_deg: rotation in degrees, as [[cos, -sin], [sin, cos]] on (y, x).
+        shift: (y, x) shift in normalized units (-1..1 spans the image).
+        scale: (y, x) scale factors.
     """
     a = np.deg2rad(rotation_deg)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * np.asarray(scale)[None]

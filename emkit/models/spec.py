@@ -69,7 +69,12 @@ def _canonical_size(value: Any, ndim: int, key: str, *, minimum: int = 1) -> int
 
 
 def per_axis(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
-    """Expand a canonical size (int or per-axis tuple) to one int per axis."""
+    """Expand a canonical size (int or per-axis tuple) to one int per axis.
+
+    Args:
+        value: an int (every axis) or one int per axis.
+        ndim: the number of axes.
+    """
     return (value,) * ndim if isinstance(value, int) else tuple(value)
 
 

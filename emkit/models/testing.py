@@ -34,7 +34,14 @@ def small_spec(name: str, **overrides: Any) -> Spec:
 
 
 def random_batch(spec_or_model, batch_size: int = 2, input_shape=None, seed: int = 0):
-    """Random ``(raw, target)`` arrays that fit a spec or model: raw in [0, 1), binary targets."""
+    """Random ``(raw, target)`` arrays that fit a spec or model: raw in [0, 1), binary targets.
+
+    Args:
+        spec_or_model: a spec or a built model.
+        batch_size: samples in the batch.
+        input_shape: the spatial input size; None: the model's own.
+        seed: the random seed.
+    """
     geometry = shapes.geometry(spec_or_model, input_shape)
     rng = np.random.default_rng(seed)
     raw = rng.random((batch_size, *geometry.input_shape, geometry.in_channels), dtype=np.float32)
@@ -49,6 +56,12 @@ def assert_saving_round_trip(
 
     Returns:
         The loaded model.
+
+    Args:
+        model: a built Keras model.
+        raw: an input batch it takes.
+        directory: where to write the ``.keras`` file.
+        atol: the largest difference allowed between the two outputs.
     """
     import keras
 

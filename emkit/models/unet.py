@@ -32,6 +32,13 @@ def apply_upsample(x, filters: int, factor: tuple[int, ...], *, mode: str, name:
 
     Either way the result has ``filters`` channels. Layers: ``{name}_transpose``,
     or ``{name}_nearest`` and ``{name}_conv``.
+
+    Args:
+        x: the input tensor.
+        filters: the output channels.
+        factor: the upsampling factor per axis.
+        mode: ``"transpose"`` or ``"nearest"``.
+        name: the layers' name prefix.
     """
     ndim = len(x.shape) - 2
     if mode == "transpose":

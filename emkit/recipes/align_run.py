@@ -30,6 +30,14 @@ def train_aligner(recipe, *, output=None, resume: bool = False, overwrite: bool 
 
     Returns:
         A :class:`emkit.recipes.run.RunResult`, as a segmentation run's.
+
+    Args:
+        recipe: an align recipe (``task: align``).
+        output: the run folder; None: a new one under ``run.output_root``.
+        resume: also continue a finished run.
+        overwrite: start the folder afresh.
+        tracker: the tracker; None: MLflow at ``tracking.uri``.
+        verbose: Keras' ``fit`` verbosity.
     """
     from emkit.recipes.folder import RunResult, git_commit, open_run, run_folder
     from emkit.tracking import ends_run_on_error

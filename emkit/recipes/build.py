@@ -148,7 +148,12 @@ def _build_and_compile(recipe: Recipe):
 def exporter(recipe: Recipe, net):
     """The :class:`~emkit.training.dense.Exporter` of a run: ``Exporter(net)`` when
     ``train.mode`` is ``dense`` and ``net`` is a pooled patch classifier (it then trains
-    in its dense form), else ``Exporter(None)`` (the net trains as it is built)."""
+    in its dense form), else ``Exporter(None)`` (the net trains as it is built).
+
+    Args:
+        recipe: the loaded recipe (``train.mode`` says whether a dense trainer is built).
+        net: the network as built (the patch classifier of a pooled net).
+    """
     from emkit.models import model_geometry
     from emkit.training.dense import Exporter
 
@@ -160,7 +165,13 @@ def exporter(recipe: Recipe, net):
 
 def build_trainer(recipe: Recipe, net, plan=None):
     """The compiled dense form of the patch classifier ``net`` with the output patch
-    ``train.dense_output`` (see :mod:`emkit.training.dense`)."""
+    ``train.dense_output`` (see :mod:`emkit.training.dense`).
+
+    Args:
+        recipe: the loaded recipe (``train.dense_output``).
+        net: the patch classifier whose dense form is trained.
+        plan: the device plan (its model scope); None: the current scope.
+    """
     from emkit.training import compile_model
     from emkit.training.dense import dense_trainer
     from emkit.training.devices import precision
@@ -181,6 +192,12 @@ def make_sampler(recipe: Recipe, data: PreparedData, model, *, epoch: int = 0):
             of more than one voxel: its output voxels are ``stride`` input voxels apart,
             while the sampler cuts adjacent target voxels. Train such nets at their
             field of view (one output voxel) and predict with their dense form.
+
+    Args:
+        recipe: the loaded recipe (its ``sampler`` and ``run.seed``).
+        data: the prepared data (training sections).
+        model: the model that trains on the batches (its windows set the shapes).
+        epoch: the sampler's first epoch (``fit_steps`` sets it again on resume).
     """
     from emkit.models import model_geometry
     from emkit.sampling import PatchSampler
@@ -267,14 +284,24 @@ class ValidationPipeline:
         self.last: ValidationResult | None = None
 
     def predict(self, model, *, tta: bool | None = None) -> np.ndarray:
-        """The prediction of the validation sections (``tta``: see :func:`inference_options`)."""
+        """The prediction of the validation sections (``tta``: see :func:`inference_options`).
+
+        Args:
+            model: the model to predict with (the patch classifier).
+            tta: average flips and transposes; None: ``inference.tta``.
+        """
         from emkit.inference import predict_volume
 
         return predict_volume(model, self.raw, **inference_options(self.recipe, tta=tta),
                               progress=False)
 
     def segment(self, pred: np.ndarray, options: dict | None = None) -> np.ndarray:
-        """The segmentation of ``pred`` with ``options`` (default the recipe's)."""
+        """The segmentation of ``pred`` with ``options`` (default the recipe's).
+
+        Args:
+            pred: the validation prediction, channels last.
+            options: the postprocessing options; None: the recipe's.
+        """
         p = self.recipe.postprocess
         options = dict(p.options if options is None else options)
         function = postprocess_function(p.method)
@@ -287,6 +314,12 @@ class ValidationPipeline:
         return function(pred, thresholds=thresholds[:1], **options)[0]
 
     def evaluate(self, pred: np.ndarray, seg: np.ndarray) -> dict:
+        """The recipe's metrics of ``pred`` and ``seg`` on the labelled validation sections.
+
+        Args:
+            pred: the validation prediction, channels last.
+            seg: its segmentation.
+        """
         from emkit.metrics import evaluate
 
         scored = list(self.data.scored_sections)
@@ -305,12 +338,22 @@ class ValidationPipeline:
         return metrics
 
     def resegment(self, result: ValidationResult, options: dict) -> ValidationResult:
-        """``result``'s prediction segmented and scored again with other options."""
+        """``result``'s prediction segmented and scored again with other options.
+
+        Args:
+            result: an earlier result (its prediction is kept).
+            options: the postprocessing options to segment with.
+        """
         seg = self.segment(result.pred, options)
         return ValidationResult(result.pred, seg, self.evaluate(result.pred, seg))
 
     def run(self, model, *, tta: bool | None = None) -> ValidationResult:
-        """Predict, segment and evaluate; the result is also kept as ``last``."""
+        """Predict, segment and evaluate; the result is also kept as ``last``.
+
+        Args:
+            model: the model to predict with.
+            tta: average flips and transposes; None: ``inference.tta``.
+        """
         pred = self.predict(model, tta=tta)
         seg = self.segment(pred)
         self.last = ValidationResult(pred, seg, self.evaluate(pred, seg))
@@ -332,7 +375,13 @@ class ValidationPipeline:
 def log_learning_curves(tracker, path, keys=("pixel_error", "v_rand", "rand_error",
                                               "adapted_rand_error")) -> None:
     """Plots the validation metrics against training minutes (from the tracker's history,
-    so a resumed run's curve is whole) into ``path`` and logs it as an artifact."""
+    so a resumed run's curve is whole) into ``path`` and logs it as an artifact.
+
+    Args:
+        tracker: the run's tracker (its metric history is read).
+        path: the PNG to write, then logged as an artifact.
+        keys: the validation metrics to draw.
+    """
     from emkit.io._common import atomic_path
     from emkit.training.plots import learning_curves
 
@@ -358,7 +407,12 @@ def log_learning_curves(tracker, path, keys=("pixel_error", "v_rand", "rand_erro
 
 
 def with_options(recipe: Recipe, options: dict) -> Recipe:
-    """``recipe`` with ``postprocess.options`` replaced."""
+    """``recipe`` with ``postprocess.options`` replaced.
+
+    Args:
+        recipe: the loaded recipe.
+        options: the new ``postprocess.options``.
+    """
     return dataclasses.replace(
         recipe, postprocess=dataclasses.replace(recipe.postprocess, options=dict(options)))
 
@@ -431,6 +485,12 @@ def write_outputs(recipe: Recipe, data: PreparedData, result: ValidationResult, 
 
     Returns:
         The paths written.
+
+    Args:
+        recipe: the loaded recipe (its ``export`` list).
+        data: the prepared data (voxel size, sections).
+        result: the final validation result.
+        folder: the run's ``outputs/`` folder.
     """
     from emkit import export
     from emkit.io import write_volume

@@ -48,7 +48,12 @@ class RunResult:
 
 
 def run_folder(recipe, output=None) -> Path:
-    """``output``, or a new ``<output_root>/<recipe>-<YYYYmmdd-HHMMSS>`` folder name."""
+    """``output``, or a new ``<output_root>/<recipe>-<YYYYmmdd-HHMMSS>`` folder name.
+
+    Args:
+        recipe: the loaded recipe (``run.output_root``, its name).
+        output: the folder asked for, or None.
+    """
     if output is not None:
         return Path(output)
     return Path(recipe.run.output_root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -115,6 +120,16 @@ def open_run(recipe, folder: Path, recipe_text: str, *, params: dict, resume: bo
 
     Shared by :func:`run_recipe` and :func:`emkit.recipes.align_run.train_aligner`; ``recipe``
     needs ``tracking.uri`` and ``tracking.experiment``.
+
+    Args:
+        recipe: the loaded recipe (or an align recipe).
+        folder: the run folder.
+        recipe_text: the resolved recipe as YAML, written beside the run.
+        params: the params a new run logs.
+        resume: also continue a finished run.
+        overwrite: start the folder afresh (an unfinished run's tracking run is ended KILLED).
+        tracker: the tracker; None: MLflow at ``tracking.uri``.
+        parent_run_id: start the new tracking run as a child of this one.
     """
     from emkit.tracking import MlflowTracker
     from emkit.training import TrainState, write_state

@@ -51,6 +51,10 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
 
     A key names a section and a key (``train.max_steps``), or a key inside a mapping
     option (``model.overrides.width_factor``). Checking happens afterwards.
+
+    Args:
+        data: the recipe's mapping, as read from YAML.
+        overrides: ``key=value`` strings; values are YAML.
     """
     data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy of plain data
     for text in overrides:

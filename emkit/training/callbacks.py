@@ -158,7 +158,12 @@ class Checkpoints(_Every):
         write_state(self.folder, self.state)
 
     def consider(self, metrics: dict, step: int) -> bool:
-        """Saves ``best.keras`` when ``metrics[best_metric]`` beats the best so far."""
+        """Saves ``best.keras`` when ``metrics[best_metric]`` beats the best so far.
+
+        Args:
+            metrics: a validation's metrics.
+            step: the step they were measured at.
+        """
         score = metrics.get(self.best_metric)
         if score is None or (isinstance(score, float) and math.isnan(score)):
             return False
@@ -173,7 +178,12 @@ class Checkpoints(_Every):
 
 def save_model_atomic(model, path: Path) -> None:
     """``model.save`` through a temporary ``.keras`` sibling renamed onto ``path``; a
-    failed or killed save leaves ``path`` as it was."""
+    failed or killed save leaves ``path`` as it was.
+
+    Args:
+        model: the Keras model.
+        path: the ``.keras`` file to write.
+    """
     from emkit.io._common import atomic_path
 
     with atomic_path(Path(path)) as tmp:

@@ -63,6 +63,10 @@ def copy_weights(source, target) -> None:
     Raises:
         InputError: a weighted layer of ``target`` has no twin in ``source``, or the
             shapes differ.
+
+    Args:
+        source: the model to copy from.
+        target: the model to copy into (same layer names).
     """
     layers = {layer.name: layer for layer in source.layers}
     for layer in target.layers:

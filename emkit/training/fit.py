@@ -25,7 +25,13 @@ from emkit.training.losses import ChannelBCE
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
-    """A Keras optimizer by recipe name (``"adam"`` or ``"sgd"``)."""
+    """A Keras optimizer by recipe name (``"adam"`` or ``"sgd"``).
+
+    Args:
+        name: ``"adam"`` or ``"sgd"`` (``train.optimizer``).
+        learning_rate: the step size.
+        momentum: SGD's momentum (Adam ignores it).
+    """
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     if name == "sgd":
@@ -39,6 +45,10 @@ def compile_model(model, *, optimizer: str = "adam", learning_rate: float = 1e-4
 
     A model built under the ``mixed_float16`` policy gets its optimizer wrapped in a
     ``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling) by Keras' ``compile``.
+
+    Args:
+        model: a built Keras model.
+        optimizer, learning_rate, momentum: as for :func:`make_optimizer`.
     """
     model.compile(optimizer=make_optimizer(optimizer, learning_rate, momentum), loss=ChannelBCE())
     return model

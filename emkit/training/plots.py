@@ -30,7 +30,12 @@ def figure_to_array(fig) -> np.ndarray:
 
 
 def weight_histograms(model, *, max_layers: int = 12) -> np.ndarray:
-    """Histograms of the kernels of up to ``max_layers`` layers (thesis HistogramHook)."""
+    """Histograms of the kernels of up to ``max_layers`` layers (thesis HistogramHook).
+
+    Args:
+        model: a built Keras model.
+        max_layers: draw the kernels of at most this many layers, first ones first.
+    """
     kernels = [w for w in model.weights if w.path.endswith("kernel")][:max_layers]
     cols = min(4, max(1, len(kernels)))
     rows = max(1, -(-len(kernels) // cols))
@@ -104,7 +109,12 @@ def overlay(raw: np.ndarray, boundaries: np.ndarray | None = None, seg: np.ndarr
 
 def learning_curves(curves: dict, *, x_label: str = "training minutes") -> np.ndarray:
     """One panel per curve, each ``name -> [(x, y), ...]`` (e.g. validation pixel error
-    against training minutes); returns an RGB uint8 image."""
+    against training minutes); returns an RGB uint8 image.
+
+    Args:
+        curves: name -> list of (x, y) points; empty curves are left out.
+        x_label: the x axis's label.
+    """
     names = [name for name, points in curves.items() if points] or ["(no points yet)"]
     fig, axes = _figure(1, len(names), size=3.0)
     for ax, name in zip(axes[0], names):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +46,19 @@ def read_state(folder) -> TrainState | None:
 
 
 def write_state(folder, state: TrainState) -> Path:
-    """Writes ``state.json`` atomically (a temporary file renamed into place)."""
-    path = Path(folder) / STATE_FILE
-    tmp = path.with_name(f".{STATE_FILE}.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(state), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Writes ``state.json`` atomically (a temporary file renamed into place).
+
+    Args:
+        folder: the run's checkpoint folder.
+        state: the state to write.
+
+    Returns:
+        The file written.
+    """
+    from emkit.io import write_text
+
+    return write_text(Path(folder) / STATE_FILE,
+                      json.dumps(dataclasses.asdict(state), indent=2) + "\n")
 
 
 __all__ = ["STATE_FILE", "TrainState", "read_state", "write_state"]

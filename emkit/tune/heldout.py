@@ -91,7 +91,12 @@ class HeldoutTuning:
 
 
 def split_folds(sections, folds: int = 2) -> list[list[int]]:
-    """``sections`` cut into ``folds`` contiguous blocks, the larger blocks first."""
+    """``sections`` cut into ``folds`` contiguous blocks, the larger blocks first.
+
+    Args:
+        sections: the section indices, in order.
+        folds: how many blocks (at least 2, at most one per section).
+    """
     sections = [int(z) for z in sections]
     if folds < 2 or len(sections) < folds:
         raise InputError(

@@ -276,6 +276,16 @@ def score_options(pred, gt, options: dict, *, method: str, scored_sections, metr
 
     Returns:
         ``{metric: value, "rand_split": ..., "rand_merge": ...}``.
+
+    Args:
+        pred: the prediction, (Z, Y, X) boundaries or (Z, Y, X, C) affinities.
+        gt: the ground truth, (Z, Y, X).
+        options: the postprocessing options.
+        method: the ``postprocess.method``.
+        scored_sections: the sections scored.
+        metric: the metric the study optimizes (always returned with split and merge).
+        voxel_size_nm: for ``cremi_score``.
+        offsets: the affinity offsets, for affinities.
     """
     pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
                                              voxel_size_nm, 1)
@@ -291,7 +301,12 @@ def score_options(pred, gt, options: dict, *, method: str, scored_sections, metr
 
 
 def suggest_options(trial, space: dict) -> dict:
-    """The options a trial draws from ``space`` (see :data:`SEARCH_SPACES`), in order."""
+    """The options a trial draws from ``space`` (see :data:`SEARCH_SPACES`), in order.
+
+    Args:
+        trial: an Optuna trial.
+        space: option -> range, as in :data:`SEARCH_SPACES`.
+    """
     options: dict = {}
     for name, spec in space.items():
         when = spec.get("when")
@@ -478,7 +493,13 @@ def _result(study, method, metric, direction, base, storage, pareto) -> TuneResu
 
 
 def trial_options(trial, method: str, base: dict) -> dict:
-    """The full ``postprocess.options`` of a finished trial (base options + its values)."""
+    """The full ``postprocess.options`` of a finished trial (base options + its values).
+
+    Args:
+        trial: a finished trial.
+        method: the ``postprocess.method``.
+        base: the options the study started from.
+    """
     space = SEARCH_SPACES[method]
     options = to_plain(base)
     for name, value in trial.params.items():
@@ -497,7 +518,12 @@ def trial_options(trial, method: str, base: dict) -> dict:
 
 
 def trials_csv(study, metric: str) -> str:
-    """Every trial as CSV: number, state, values, the metric, split, merge, threshold, params."""
+    """Every trial as CSV: number, state, values, the metric, split, merge, threshold, params.
+
+    Args:
+        study: the study.
+        metric: the metric column's name.
+    """
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params} - {"threshold"})  # its own column
     values = ["rand_split_value", "rand_merge_value"] if len(study.directions) > 1 else ["value"]

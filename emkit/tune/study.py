@@ -128,6 +128,13 @@ def open_study(name: str, *, storage=None, direction: str | None = "minimize",
     """Creates study ``name`` in ``storage``, or loads it if it exists (to resume or share).
 
     ``storage`` is a URL or an opened storage (:func:`open_storage`).
+
+    Args:
+        name: the study's name.
+        storage: a storage URL (default :func:`storage_url`'s) or an opened storage.
+        direction: ``"minimize"`` or ``"maximize"``, for one objective.
+        directions: one direction per objective, for several (e.g. a Pareto study).
+        sampler, pruner: Optuna's (default TPE, median).
     """
     if storage is None or isinstance(storage, str):
         url = storage_url(storage)
@@ -166,7 +173,12 @@ def tpe_sampler(seed: int):
 
 def max_trials(n_trials: int, states=(COMPLETE,)):
     """A callback that stops ``study.optimize`` once the study has ``n_trials`` trials in
-    ``states`` (counted over every process that shares it)."""
+    ``states`` (counted over every process that shares it).
+
+    Args:
+        n_trials: the trials the study should have.
+        states: which trial states count.
+    """
     return optuna.study.MaxTrialsCallback(n_trials, states=states)
 
 
@@ -213,6 +225,11 @@ def make_pruner(pruner, *, every: int, max_steps: int):
     median pruner waits for 5 complete trials and never prunes at a trial's first
     validation, whose score says little; Hyperband's resource runs from one validation
     interval to ``max_steps``.
+
+    Args:
+        pruner: a name, or an Optuna pruner.
+        every: validation period in steps (the pruner's resource unit).
+        max_steps: a trial's step budget.
     """
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
@@ -235,7 +252,13 @@ def retried_trial_number(trial) -> int | None:
 
 def requeue(study, trial, original: int) -> None:
     """Queues a retry of the interrupted ``trial`` (a retry of trial ``original``) as the
-    storage's heartbeat would: same parameters, WAITING."""
+    storage's heartbeat would: same parameters, WAITING.
+
+    Args:
+        study: the study.
+        trial: the interrupted trial, frozen.
+        original: the number of the trial it first retried (itself, if none).
+    """
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=WAITING, params=trial.params, distributions=trial.distributions,
