@@ -123,9 +123,12 @@ class MlflowTracker:
     Args:
         uri: a tracking URI (see :func:`tracking_uri`). A ``sqlite:///`` store keeps
             artifacts in ``artifacts/`` beside its file.
+        tags: tags set on every run this tracker starts or continues (e.g. a tuning
+            study's and trial's).
+        on_start: called with the run id each time a run starts or continues.
     """
 
-    def __init__(self, uri: str | None = None):
+    def __init__(self, uri: str | None = None, *, tags: dict | None = None, on_start=None):
         from mlflow import MlflowClient
 
         self.uri = tracking_uri(uri)
@@ -133,6 +136,7 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_id = None
         self._logged = _Logged({})
+        self._tags, self._on_start = dict(tags or {}), on_start
 
     def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
               parent_run_id: str | None = None) -> str:
@@ -157,12 +161,16 @@ class MlflowTracker:
             self._logged = _Logged({k: max((int(m.step) for m in
                                             self.client.get_metric_history(run_id, k)), default=-1)
                                     for k in keys})
-            return run_id
-        self._logged = _Logged({})
-        experiment_id = self._experiment_id(experiment)
-        tags = {PARENT_TAG: parent_run_id} if parent_run_id is not None else None
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
+        else:
+            self._logged = _Logged({})
+            experiment_id = self._experiment_id(experiment)
+            tags = {PARENT_TAG: parent_run_id} if parent_run_id is not None else None
+            self.run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                                 tags=tags).info.run_id
+        if self._tags:
+            self.set_tags(self._tags)
+        if self._on_start is not None:
+            self._on_start(self.run_id)
         return self.run_id
 
     def _experiment_id(self, name: str) -> str:

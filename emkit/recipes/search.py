@@ -168,21 +168,6 @@ def validation_hook(trial, metric: str):
     return on_validation
 
 
-class _TrialTracker(MlflowTracker):
-    """An MLflow tracker that tags each (re)started run with its study and trial and
-    hands the run id to ``on_start`` (the trial's ``run_id`` attribute)."""
-
-    def __init__(self, uri, *, tags: dict, on_start):
-        super().__init__(uri)
-        self._tags, self._on_start = tags, on_start
-
-    def start(self, **kwargs) -> str:
-        run_id = super().start(**kwargs)
-        self.set_tags(self._tags)
-        self._on_start(run_id)
-        return run_id
-
-
 def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=(),
                   quick: bool = False, study_name: str | None = None, storage: str | None = None,
                   pruner="median", metric: str | None = None, tracking_uri: str | None = None,
@@ -301,7 +286,7 @@ def _objective(study, *, recipe, params, overrides, quick, metric, root: Path, u
         for key, value in (("output_dir", str(folder.resolve())), ("host", socket.gethostname()),
                            ("pid", os.getpid()), ("overrides", trial_overrides)):
             trial.set_user_attr(key, value)
-        tracker = _TrialTracker(uri, tags={STUDY_TAG: study.study_name, TRIAL_TAG: number},
+        tracker = MlflowTracker(uri, tags={STUDY_TAG: study.study_name, TRIAL_TAG: number},
                                 on_start=lambda run_id: trial.set_user_attr("run_id", run_id))
         try:
             result = run_recipe(run, output=folder, resume=retried,
