@@ -147,3 +147,30 @@ def test_every_docstring_example_runs():
         if result.failed:
             failed[name] = result.failed
     assert failed == {}
+
+
+def test_docstring_references_to_emkit_names_resolve():
+    """``:func:`emkit.x.y``` and the like name something that exists (moves break them)."""
+    import importlib
+    import re
+
+    pattern = re.compile(r":(?:mod|func|class|data|meth|attr):`~?(emkit\.[A-Za-z0-9_.]+)`")
+    refs = {m.group(1).rstrip(".") for path in modules().values()
+            for m in pattern.finditer(path.read_text())}
+    broken = []
+    for ref in sorted(refs):
+        parts = ref.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for name in parts[i:]:
+                    obj = getattr(obj, name)
+            except AttributeError:
+                broken.append(ref)
+            break
+        else:
+            broken.append(ref)
+    assert len(refs) > 100 and broken == []
