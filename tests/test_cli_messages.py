@@ -130,3 +130,14 @@ def test_a_rerun_removes_the_temporaries_of_dead_processes_only(tmp_path):
     write_volume(tmp_path / "f.h5:volumes/seg", np.ones((2, 4, 4), np.uint8))
     with h5py.File(tmp_path / "f.h5", "r") as f:
         assert sorted(f["volumes"]) == [f".seg.emkit-tmp-{os.getpid()}-0a0b0c0d", "seg"]
+
+
+def test_mlflow_logs_warnings_only_unless_verbose(monkeypatch, capsys):
+    import os
+
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    assert main(["--verbose", "recipe", "list"]) == 0
+    assert "MLFLOW_LOGGING_LEVEL" not in os.environ
+    assert main(["recipe", "list"]) == 0  # MLflow reads it when it is first imported
+    assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+    capsys.readouterr()

@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     action = next((v for k, v in vars(args).items()
                    if k == "action" or k.endswith("_command")), None)
-    if not args.verbose:
-        for name in ("mlflow", "alembic"):  # their INFO lines (a new store's tables, ...)
+    if not args.verbose:  # MLflow's INFO lines (a new store's tables, ...): MLflow sets
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # its level on import
+        for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if (args.command in KERAS_COMMANDS and (args.command, action) not in LIGHT_ACTIONS
