@@ -6,6 +6,7 @@ benchmark (benchmarks/blockwise.py) runs worker processes.
 
 import json
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -149,6 +150,14 @@ def dying_after(n, real, counter):
     return task
 
 
+def wait_idle(client, timeout=60.0):
+    """Waits until the workers run no task: a block that started before the kill may
+    still write its marker, and the test must see the markers as the rerun will."""
+    deadline = time.monotonic() + timeout
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def counting(real, counter):
     def task(block, job):
         take_ticket(counter, block.id)
@@ -199,6 +208,7 @@ def test_predict_resumes_only_the_missing_blocks(tmp_path, client, tiny_model, r
     with pytest.raises(BlockFailed, match="worker killed"):
         predict_blockwise(tiny_model, spec, out, block_shape=(8, 12, 12), client=client,
                           progress=False)
+    wait_idle(client)
     folder = store.job_folder(out)
     started = called(tmp_path / "first", below=5)
     done = store.done_blocks(folder, "predict")  # a started call may lose the race to the kill
@@ -285,6 +295,7 @@ def test_segment_resumes_only_the_missing_blocks(tmp_path, client, monkeypatch):
     monkeypatch.setattr(bw_segment, "fragments_block", dying_after(7, real, tmp_path / "first"))
     with pytest.raises(BlockFailed, match="worker killed"):
         segment_blockwise(spec, out, **options)
+    wait_idle(client)
     folder = store.job_folder(out)
     started = called(tmp_path / "first", below=7)
     # a call that started before the kill may not have finished (two workers race the

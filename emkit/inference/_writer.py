@@ -25,8 +25,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from emkit.errors import InputError, OverwriteError
-from emkit.io._common import make_parent, remove, remove_stale_temps, temp_name, temp_sibling
-from emkit.io._hdf5 import atomic_key
+from emkit.io import _hdf5, _zarr
+from emkit.io._common import atomic_path, make_parent
 from emkit.io.spec import VolumeSpec, parse_spec
 from emkit.io.write import write_volume
 
@@ -122,15 +122,11 @@ def create_output(
                 ".h5 or .zarr to keep it.",
                 stacklevel=3,
             )
-        tmp = temp_sibling(parsed.path)
-        try:
+        with atomic_path(parsed.path) as tmp:
             memmap = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=on_disk)
             yield _channels_last_ndarray(memmap, shape)
             memmap.flush()
             del memmap
-            tmp.replace(parsed.path)
-        finally:
-            remove(tmp)
     else:
         array = np.zeros(shape, np.float32)
         yield array
@@ -190,15 +186,10 @@ def _hdf5_dataset(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
     options = {"dtype": np.float32, "chunks": tuple(chunks), "fillvalue": 0.0,
                "compression": "gzip", "compression_opts": 1, "shuffle": True}
     if not parsed.path.exists():
-        tmp = temp_sibling(parsed.path)
-        try:
-            with h5py.File(tmp, "w") as f:
-                dataset = f.create_dataset(parsed.key, shape, **options)
-                _set_resolution(dataset.attrs, voxel_size_nm)
-                yield dataset
-            tmp.replace(parsed.path)
-        finally:
-            remove(tmp)
+        with atomic_path(parsed.path) as tmp, h5py.File(tmp, "w") as f:
+            dataset = f.create_dataset(parsed.key, shape, **options)
+            _set_resolution(dataset.attrs, voxel_size_nm)
+            yield dataset
         return
     with h5py.File(parsed.path, "a") as f:
         parts = parsed.key.split("/")
@@ -215,7 +206,7 @@ def _hdf5_dataset(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
             raise OverwriteError(
                 f"dataset '{parsed}' exists; pass --overwrite (overwrite=True) to replace it"
             )
-        with atomic_key(f, parsed.key) as tmp_key:
+        with _hdf5.atomic_key(f, parsed.key) as tmp_key:
             dataset = f.create_dataset(tmp_key, shape, **options)
             _set_resolution(dataset.attrs, voxel_size_nm)
             yield dataset
@@ -238,38 +229,11 @@ def _zarr_array(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
                 f"Zarr store '{path}' holds the arrays {', '.join(others)}; write to "
                 f"'{path}:KEY', or delete the store to replace it with one root array"
             )
-        tmp = temp_sibling(path)
-        try:
+        with atomic_path(path) as tmp:
             yield zarr.create_array(store=str(tmp), name=key, **options)
-            _replace(tmp, path)
-        finally:
-            remove(tmp)
         return
-    try:
-        root = zarr.open_group(store=str(path), mode="a")
-    except (ValueError, FileNotFoundError) as exc:
-        raise InputError(f"cannot add '{key}' to '{path}': its root is not a Zarr group ({exc})") from exc
-    parent, _, name = key.rpartition("/")
-    if parent:
-        root.require_group(parent)
-    remove_stale_temps(path / key)
-    tmp_key = f"{parent}/{temp_name(name)}".lstrip("/")
-    try:
+    with _zarr.atomic_key(path, key) as tmp_key:
         yield zarr.create_array(store=str(path), name=tmp_key, **options)
-        _replace(path / tmp_key, path / key)
-    finally:
-        remove(path / tmp_key)
-
-
-def _replace(tmp, target) -> None:
-    """Moves ``tmp`` onto ``target``; an existing folder is moved aside, then deleted."""
-    if target.exists():
-        old = temp_sibling(target)
-        target.replace(old)
-        tmp.replace(target)
-        remove(old)
-    else:
-        tmp.replace(target)
 
 
 def _set_resolution(attrs, voxel_size_nm) -> None:

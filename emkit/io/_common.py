@@ -166,12 +166,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = temp_sibling(path)
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            old = temp_sibling(path)
-            path.replace(old)
-            tmp.replace(path)
-            remove(old)
-        else:
-            tmp.replace(path)
+        replace_path(tmp, path)
     finally:
         remove(tmp)
+
+
+def replace_path(tmp: Path, target: Path) -> None:
+    """Moves ``tmp`` onto ``target``; an existing folder is first moved aside, then deleted.
+
+    Args:
+        tmp: the finished temporary file or folder.
+        target: where it goes.
+    """
+    if target.is_dir() and not target.is_symlink():
+        old = temp_sibling(target)
+        target.replace(old)
+        tmp.replace(target)
+        remove(old)
+    else:
+        tmp.replace(target)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,9 @@ from emkit.io._common import (
     nm_tuple,
     remove,
     remove_stale_temps,
+    replace_path,
     require_file,
     temp_name,
-    temp_sibling,
 )
 
 COMPRESSIONS = ("gzip", "zstd", "blosc", None)
@@ -163,13 +165,30 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
         with atomic_path(path) as tmp:
             _create(tmp, key, array, voxel_size_nm, offset_nm, chunks, compression)
         return
-    import zarr
-
     target = path / key
     if target.exists() and not overwrite:
         raise OverwriteError(
             f"array '{path}:{key}' exists; pass --overwrite (overwrite=True) to replace it"
         )
+    with atomic_key(path, key) as tmp_key:
+        _create(path, tmp_key, array, voxel_size_nm, offset_nm, chunks, compression)
+
+
+@contextmanager
+def atomic_key(path: Path, key: str) -> Iterator[str]:
+    """Yields a fresh hidden key beside ``key`` in the Zarr store ``path``, to write under.
+
+    When the block succeeds the temporary array is moved onto ``key`` (an existing array
+    there is replaced); when it raises, it is deleted. Temporaries of ``key`` that killed
+    processes left are deleted first. The Zarr counterpart of
+    :func:`emkit.io._hdf5.atomic_key`.
+
+    Args:
+        path: the store (a folder whose root is a Zarr group).
+        key: the array to write, e.g. ``"volumes/pred"``.
+    """
+    import zarr
+
     try:
         root = zarr.open_group(store=str(path), mode="a")
     except (ValueError, FileNotFoundError) as exc:
@@ -182,12 +201,8 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     remove_stale_temps(path / key)
     tmp_key = f"{parent}/{temp_name(name)}".lstrip("/")
     try:
-        _create(path, tmp_key, array, voxel_size_nm, offset_nm, chunks, compression)
-        old = temp_sibling(target)
-        if target.exists():
-            target.replace(old)
-        (path / tmp_key).replace(target)
-        remove(old)
+        yield tmp_key
+        replace_path(path / tmp_key, path / key)
     finally:
         remove(path / tmp_key)
 
