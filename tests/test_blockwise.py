@@ -150,12 +150,22 @@ def dying_after(n, real, counter):
     return task
 
 
-def wait_idle(client, timeout=60.0):
-    """Waits until the workers run no task: a block that started before the kill may
-    still write its marker, and the test must see the markers as the rerun will."""
+def settled_done(folder, stage, quiet=1.0, timeout=60.0) -> set[int]:
+    """The done markers of ``stage`` once none has appeared for ``quiet`` seconds.
+
+    A block that started before the kill runs on in its worker thread (a thread cannot
+    be stopped) and may still write its marker; the test must read the markers as the
+    rerun will.
+    """
     deadline = time.monotonic() + timeout
-    while any(client.processing().values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    done = store.done_blocks(folder, stage)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = store.done_blocks(folder, stage)
+        if again == done:
+            return done
+        done = again
+    return done
 
 
 def counting(real, counter):
@@ -208,10 +218,9 @@ def test_predict_resumes_only_the_missing_blocks(tmp_path, client, tiny_model, r
     with pytest.raises(BlockFailed, match="worker killed"):
         predict_blockwise(tiny_model, spec, out, block_shape=(8, 12, 12), client=client,
                           progress=False)
-    wait_idle(client)
     folder = store.job_folder(out)
-    started = called(tmp_path / "first", below=5)
-    done = store.done_blocks(folder, "predict")  # a started call may lose the race to the kill
+    done = settled_done(folder, "predict")
+    started = called(tmp_path / "first", below=5)  # a started call may lose the race to the kill
     assert len(started) == 5 and done <= set(started) and done
     assert not (tmp_path / "pred.zarr").exists()  # nothing published half-way
 
@@ -295,12 +304,11 @@ def test_segment_resumes_only_the_missing_blocks(tmp_path, client, monkeypatch):
     monkeypatch.setattr(bw_segment, "fragments_block", dying_after(7, real, tmp_path / "first"))
     with pytest.raises(BlockFailed, match="worker killed"):
         segment_blockwise(spec, out, **options)
-    wait_idle(client)
     folder = store.job_folder(out)
     started = called(tmp_path / "first", below=7)
     # a call that started before the kill may not have finished (two workers race the
     # abort), so the done markers are a subset of the calls that started
-    done = store.done_blocks(folder, "fragments")
+    done = settled_done(folder, "fragments")
     assert len(started) == 7 and done <= set(started) and done
     assert not out.exists()
     monkeypatch.setattr(bw_segment, "fragments_block", counting(real, tmp_path / "rerun"))
