@@ -18,14 +18,12 @@ uncompressed, which every scorer reads.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from emkit.errors import InputError, OverwriteError
-from emkit.io._common import make_parent
+from emkit.io._common import atomic_path
 
 FORMATS = ("isbi2012", "snemi3d", "cremi")
 #: CREMI's voxel size (nm, z, y, x), the default for :func:`export_cremi`.
@@ -39,6 +37,13 @@ def _target(path, overwrite):
     if path.exists() and not overwrite:
         raise OverwriteError(f"'{path}' exists; pass --overwrite (overwrite=True) to replace it")
     return path
+
+
+def _check_labels(seg) -> None:
+    """A segmentation to export: (Z, Y, X) integer labels, none negative."""
+    _check_volume(seg, "seg", "iub", "integer labels")
+    if seg.dtype.kind == "i" and seg.size and seg.min() < 0:
+        raise InputError(f"seg must not hold negative labels, got min {seg.min()}")
 
 
 def _check_volume(arr, name, kinds, kinds_text):
@@ -91,9 +96,7 @@ def export_snemi3d(path, seg, *, overwrite=False):
     Returns:
         The path written.
     """
-    _check_volume(seg, "seg", "iub", "integer labels")
-    if seg.dtype.kind == "i" and seg.size and seg.min() < 0:
-        raise InputError(f"seg must not hold negative labels, got min {seg.min()}")
+    _check_labels(seg)
     if seg.size and int(seg.max()) > np.iinfo(np.uint32).max:
         from emkit.targets import relabel_consecutive
 
@@ -131,9 +134,7 @@ def export_cremi(
     """
     from emkit.io import write_volume
 
-    _check_volume(seg, "seg", "iub", "integer labels")
-    if seg.dtype.kind == "i" and seg.size and seg.min() < 0:
-        raise InputError(f"seg must not hold negative labels, got min {seg.min()}")
+    _check_labels(seg)
     if raw is not None:
         _check_volume(raw, "raw", "u", "uint8 (the EM image)")
         if raw.dtype != np.uint8 or raw.shape != seg.shape:
@@ -144,16 +145,13 @@ def export_cremi(
     path = _target(path, overwrite)
     if path.suffix.lower() not in (".hdf", ".h5", ".hdf5"):
         raise InputError(f"a CREMI file must end in .hdf, .h5 or .hdf5, got '{path}'")
-    make_parent(path)
     attrs = {"voxel_size_nm": voxel_size_nm, "offset_nm": offset_nm}
-    # Both datasets go into a file in a temporary folder beside the target, which is
-    # moved into place only once complete.
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".emkit-export-") as folder:
-        tmp = Path(folder) / path.name
+    # Both datasets go into a temporary file beside the target, renamed onto it once
+    # complete (a rerun removes what a killed export left).
+    with atomic_path(path) as tmp:
         write_volume(f"{tmp}:{CREMI_LABELS_KEY}", seg.astype(np.uint64, copy=False), **attrs)
         if raw is not None:
             write_volume(f"{tmp}:{CREMI_RAW_KEY}", raw, **attrs)
-        os.replace(tmp, path)
     return path
 
 
