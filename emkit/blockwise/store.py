@@ -33,7 +33,7 @@ import numpy as np
 
 from emkit.errors import InputError, OverwriteError
 from emkit.io import open_volume, parse_spec
-from emkit.io._common import remove, sweep_stale_temps, temp_name, temp_sibling
+from emkit.io._common import atomic_path, remove, replace_path, sweep_stale_temps, temp_name
 from emkit.io._hdf5 import atomic_key
 from emkit.io.volume import Volume
 
@@ -281,13 +281,9 @@ def create_block_array(path: Path, shape, block_shape, dtype, *, channels: int |
         return zarr.open_array(store=str(path), mode="r+")
     full = tuple(shape) if channels is None else (int(channels), *shape)
     chunks = tuple(block_shape) if channels is None else (int(channels), *block_shape)
-    tmp = temp_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         zarr.create_array(store=str(tmp), shape=full, chunks=chunks, dtype=dtype,
                           fill_value=0, attributes=attributes or {})
-        os.replace(tmp, path)
-    finally:
-        remove(tmp)
     return zarr.open_array(store=str(path), mode="r+")
 
 
@@ -329,16 +325,10 @@ def publish(array_path: Path, output, grid, *, overwrite: bool, voxel_size_nm=No
             if parent:
                 root.require_group(parent)
             target = parsed.path / parsed.key
-        if target.exists():
-            if not overwrite:
-                raise OverwriteError(f"output '{parsed}' exists; pass --overwrite to replace it")
-            old = temp_sibling(target)
-            target.replace(old)
-            array_path.replace(target)
-            remove(old)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            array_path.replace(target)
+        if target.exists() and not overwrite:
+            raise OverwriteError(f"output '{parsed}' exists; pass --overwrite to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_path(array_path, target)
         return
     _copy_to_hdf5(source, parsed, grid, overwrite=overwrite, voxel_size_nm=voxel_size_nm)
 
@@ -360,14 +350,8 @@ def _copy_to_hdf5(source, parsed, grid, *, overwrite, voxel_size_nm) -> None:
             dataset[box] = source[box]
 
     if not parsed.path.exists():
-        parsed.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(parsed.path)
-        try:
-            with h5py.File(tmp, "w") as f:
-                fill(f, parsed.key)
-            tmp.replace(parsed.path)
-        finally:
-            remove(tmp)
+        with atomic_path(parsed.path) as tmp, h5py.File(tmp, "w") as f:
+            fill(f, parsed.key)
         return
     with h5py.File(parsed.path, "a") as f:
         if parsed.key in f and not overwrite:

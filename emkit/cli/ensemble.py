@@ -195,8 +195,10 @@ def run_create(args) -> int:
     _check_save(args.output, args.overwrite)
     ensemble = _build(args)
     # Load every member now, so that a file that is not a model, or members that
-    # cannot be averaged, fail here and not at the first prediction.
-    check_members(load_members(ensemble), [f"'{p}'" for p in ensemble.paths])
+    # cannot be averaged, fail here and not at the first prediction (--fit-weights has
+    # loaded and checked them already).
+    if not args.fit_weights:
+        check_members(load_members(ensemble), [f"'{p}'" for p in ensemble.paths])
     save_ensemble(ensemble, args.output, overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {args.output}: {len(ensemble.members)} members, weights "

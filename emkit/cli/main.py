@@ -113,9 +113,8 @@ def _import_keras_quietly() -> None:
         try:
             import keras  # noqa: F401
         except BaseException:
-            os.dup2(saved, 2)
             sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            os.write(saved, sink.read())  # the real stderr
             raise
         finally:
             os.dup2(saved, 2)

@@ -79,7 +79,13 @@ def is_stale_temp(entry: str, name: str, suffix: str = "") -> bool:
     prefix = f".{name}{TEMP_MARK}"
     if not (entry.startswith(prefix) and entry.endswith(suffix)):
         return False
-    pid = entry[len(prefix):].split("-", 1)[0]
+    return _owner_gone(entry[len(prefix):])
+
+
+def _owner_gone(after_mark: str) -> bool:
+    """True when the process whose id starts ``after_mark`` (``PID-HEX...``, what follows
+    :data:`TEMP_MARK` in a temporary's name) is gone, or the name holds no id."""
+    pid = after_mark.split("-", 1)[0]
     return not (pid.isdigit() and _running(int(pid)))
 
 
@@ -110,8 +116,7 @@ def sweep_stale_temps(folder: Path) -> None:
     for root, dirs, files in os.walk(folder):
         for entry in [*dirs, *files]:
             _, mark, rest = entry.partition(TEMP_MARK)
-            pid = rest.split("-", 1)[0]
-            if mark and entry.startswith(".") and not (pid.isdigit() and _running(int(pid))):
+            if mark and entry.startswith(".") and _owner_gone(rest):
                 remove(Path(root) / entry)
                 if entry in dirs:
                     dirs.remove(entry)

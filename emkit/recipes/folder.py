@@ -157,7 +157,7 @@ def open_run(recipe, folder: Path, recipe_text: str, *, params: dict, resume: bo
 
 def git_commit() -> str:
     """The git commit of the emkit checkout (``+dirty`` if changed), or ``unknown``."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the checkout (emkit/recipes/folder.py)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=10, check=False).stdout.strip()
