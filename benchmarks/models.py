@@ -28,7 +28,7 @@ import numpy as np
 
 from emkit.models import shapes
 from emkit.models.architectures import build_model
-from emkit.models.dense import dense_model
+from emkit.models.convnet.dense import dense_model
 
 
 def _timed(fn, *, warmup: int, repeats: int) -> float:

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "emkit"
 
 #: The packages (and top-level modules) in pipeline order: each may import only from
 #: itself and the ones before it. README's "where things live" lists them in this order.
-ORDER = ["errors", "io", "datasets", "preprocess", "targets", "augment", "sampling", "models",
+ORDER = ["errors", "io", "datasets", "preprocess", "targets", "augment", "models", "sampling",
          "training", "inference", "postprocess", "metrics", "export", "tracking", "tune",
          "align", "blockwise", "recipes", "ensemble", "cli"]
 

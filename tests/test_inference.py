@@ -11,7 +11,7 @@ from emkit.errors import InputError
 from emkit.inference import create_output, plan_prediction, predict_volume
 from emkit.inference.testing import affinity_model, constant_model, mean_model
 from emkit.models.architectures import build_model
-from emkit.models.dense import dense_model, with_input_shape
+from emkit.models.convnet.dense import dense_model, with_input_shape
 from emkit.models.testing import small_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -7,7 +7,7 @@ import pytest
 from emkit.errors import InputError
 from emkit.models import shapes
 from emkit.models.architectures import ARCHITECTURES, build_model
-from emkit.models.convnet import build_convnet
+from emkit.models.convnet.build import build_convnet
 from emkit.models.testing import assert_saving_round_trip, random_batch, small_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -7,7 +7,7 @@ import pytest
 from emkit.errors import InputError
 from emkit.models import shapes
 from emkit.models.architectures import build_model
-from emkit.models.dense import dense_model, predict_patchwise, with_input_shape
+from emkit.models.convnet.dense import dense_model, predict_patchwise, with_input_shape
 from emkit.models.layers import DilatedMaxPooling
 from emkit.models.testing import assert_saving_round_trip, small_spec
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from emkit.errors import InputError
-from emkit.models import shapes
+from emkit.models import ConvNetSpec, LayerSpec, UNetSpec, shapes
 from emkit.models.architectures import ARCHITECTURES
-from emkit.models.spec import ConvNetSpec, LayerSpec, UNetSpec
 from emkit.models.testing import small_spec
+from emkit.models.unet.spec import unet_skip_crops
 
 
 def test_n4_field_of_view_is_95x95_in_2d():
@@ -68,8 +68,8 @@ def test_anisotropic_pooling_only_constrains_the_pooled_axes():
 
 def test_unet_skip_crops_are_centered_and_constant():
     spec = UNetSpec(depth=2, base_filters=2, padding="valid")
-    assert shapes.unet_skip_crops(spec) == (((16, 16), (16, 16)), ((4, 4), (4, 4)))
-    assert shapes.unet_skip_crops(UNetSpec(depth=2, padding="same")) == (((0, 0), (0, 0)),) * 2
+    assert unet_skip_crops(spec) == (((16, 16), (16, 16)), ((4, 4), (4, 4)))
+    assert unet_skip_crops(UNetSpec(depth=2, padding="same")) == (((0, 0), (0, 0)),) * 2
 
 
 def _scan_shapes(spec, axis, start, stop):

@@ -6,28 +6,29 @@ import pytest
 import yaml
 
 from emkit.errors import InputError
+from emkit.models import ConvNetSpec, LayerSpec, RSUNetSpec, UNetSpec
 from emkit.models.architectures import (
     ARCHITECTURES,
-    BUILDERS,
     DESCRIPTIONS,
+    FAMILIES,
     dict_to_spec,
     get_spec,
 )
-from emkit.models.spec import (
-    FAMILIES,
-    ConvNetSpec,
-    LayerSpec,
-    RSUNetSpec,
-    UNetSpec,
-    spec_to_dict,
-)
+from emkit.models.spec import spec_to_dict
 
 
 def test_registry_is_a_plain_dict_of_the_issue_names():
     assert type(ARCHITECTURES) is dict
     assert {"n4", "vd2d", "vd2d3d", "unet2d", "unet3d", "rsunet"} <= set(ARCHITECTURES)
     assert set(DESCRIPTIONS) == set(ARCHITECTURES)
-    assert set(BUILDERS) == set(FAMILIES)
+    assert type(FAMILIES) is dict
+    assert {name: f.name for name, f in FAMILIES.items()} == {n: n for n in FAMILIES}
+    # every preset sits in its family's folder and is of its family's spec class
+    for family in FAMILIES.values():
+        assert family.spec.__module__ == f"emkit.models.{family.name}.spec"
+        assert family.builder.startswith(f"emkit.models.{family.name}.build:")
+        for spec, _ in family.presets.values():
+            assert type(spec) is family.spec
     for name, spec in ARCHITECTURES.items():
         assert spec.name == name
 

@@ -69,7 +69,7 @@ def test_doctests(module):
 def test_model_shapes_come_from_the_model(model_2d, model_3d):
     shapes = model_shapes(model_2d)
     assert (shapes.ndim, shapes.input_shape, shapes.output_shape) == (2, (9, 9), (7, 7))
-    assert shapes.input_zyx == (1, 9, 9) and shapes.context == (0, 1, 1)
+    assert shapes.input_zyx == (1, 9, 9) and shapes.margin_zyx == (0, 1, 1)
     shapes = model_shapes(model_3d)
     assert shapes.output_zyx == (3, 7, 7) and shapes.out_channels == 3
 

@@ -322,7 +322,7 @@ def preview_rows(sampler, samples: int):
             # The output section with the most weight (sparse labels: a labelled one), and
             # the input section at the same depth.
             z_out = int(np.argmax(weight.sum(axis=(1, 2, 3))))
-            z_raw = z_out + sampler.shapes.context[0]
+            z_raw = z_out + sampler.shapes.margin_zyx[0]
             target, weight = target[z_out], weight[z_out]
         rows.append({
             "raw": bare.raw[z_raw],

@@ -25,7 +25,6 @@ Importing this package imports no Keras.
 from emkit.ensemble.model import (
     Ensemble,
     Member,
-    MemberShapes,
     check_members,
     file_sha256,
     is_ensemble_file,
@@ -45,7 +44,6 @@ __all__ = [
     "Ensemble",
     "EnsembleRun",
     "Member",
-    "MemberShapes",
     "WeightFit",
     "check_members",
     "file_sha256",

@@ -42,6 +42,7 @@ import yaml
 
 from emkit.errors import InputError, MissingDataError, OverwriteError, yaml_problem
 from emkit.io.plain import to_plain
+from emkit.models.shapes import Geometry, model_geometry
 
 #: The version of the ensemble file format written by :func:`save_ensemble`.
 FORMAT_VERSION = 1
@@ -315,22 +316,7 @@ def load_predictor(path):
     return load_model(path, compile=False)
 
 
-@dataclass(frozen=True)
-class MemberShapes:
-    """What the members of an ensemble share.
-
-    Attributes:
-        ndim: 2 or 3 (the models' spatial dimensions).
-        in_channels: input channels.
-        out_channels: output channels.
-    """
-
-    ndim: int
-    in_channels: int
-    out_channels: int
-
-
-def check_members(models: Sequence, names: Sequence[str] | None = None) -> MemberShapes:
+def check_members(models: Sequence, names: Sequence[str] | None = None) -> Geometry:
     """Checks that models can be averaged: same kind (2D/3D), input and output channels.
 
     Args:
@@ -338,7 +324,9 @@ def check_members(models: Sequence, names: Sequence[str] | None = None) -> Membe
         names: how to name each in errors (default: ``member i ('<model.name>')``).
 
     Returns:
-        Their common :class:`MemberShapes`.
+        The first member's :class:`~emkit.models.shapes.Geometry`; every member has its
+        ``ndim``, ``in_channels`` and ``out_channels`` (windows and fields of view may
+        differ).
 
     Raises:
         InputError: no model, or two that differ; the message names both models and
@@ -352,13 +340,12 @@ def check_members(models: Sequence, names: Sequence[str] | None = None) -> Membe
         names = [f"member {i} ({m.name!r})" for i, m in enumerate(models)]
     first = None
     for name, model in zip(names, models):
-        ndim = _model_ndim(model)
-        shapes = MemberShapes(ndim, int(model.inputs[0].shape[-1]),
-                              int(model.outputs[0].shape[-1]))
+        kind = (_model_ndim(model), int(model.inputs[0].shape[-1]),
+                int(model.outputs[0].shape[-1]))
         if first is None:
-            first = (name, model, shapes)
+            first = (name, model, kind)
             continue
-        if shapes != first[2]:
+        if kind != first[2]:
             a, b = first[1], model
             raise InputError(
                 f"ensemble members {first[0]} and {name} cannot be averaged: {first[0]} takes "
@@ -367,7 +354,7 @@ def check_members(models: Sequence, names: Sequence[str] | None = None) -> Membe
                 "members need the same number of output (and input) channels and the same "
                 "kind (2D or 3D)"
             )
-    return first[2]
+    return model_geometry(first[1])
 
 
 # --------------------------------------------------------------------------- prediction
@@ -465,7 +452,6 @@ __all__ = [
     "FORMAT_VERSION",
     "Ensemble",
     "Member",
-    "MemberShapes",
     "check_members",
     "file_sha256",
     "is_ensemble_file",

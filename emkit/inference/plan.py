@@ -4,9 +4,9 @@ The input window ``I``, output window ``O`` and context ``c = I - O`` come from
 the built model (:func:`emkit.models.model_geometry`), never from a config:
 
 - a pooled patch classifier (N4, VD2D: output stride > 1) runs in its dense
-  form (:func:`emkit.models.dense_model`), ``c = fov - 1``, any ``O``;
+  form (:func:`emkit.models.convnet.dense.dense_model`), ``c = fov - 1``, any ``O``;
 - any other convolutional model may be rebuilt for a larger or smaller tile
-  (:func:`emkit.models.dense.with_input_shape`), at the smallest valid input
+  (:func:`emkit.models.convnet.dense.with_input_shape`), at the smallest valid input
   that gives at least the wanted output, and tiles start on multiples of its
   period (the spacing of its valid input sizes: the product of its poolings);
 - a model with a global layer keeps its own window.
@@ -256,7 +256,7 @@ _NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _tile_net(model, kind: str, input_shape):
     """The dense form of ``model``, or ``model`` rebuilt for ``input_shape``, with its weights."""
-    from emkit.models.dense import dense_model, with_input_shape
+    from emkit.models.convnet.dense import dense_model, with_input_shape
 
     try:
         nets = _NETS.setdefault(model, {})

@@ -4,19 +4,21 @@ A network takes ``(batch, z, y, x, channels)`` (or ``(batch, y, x, channels)`` i
 2D) and outputs sigmoid maps: 1 channel of boundaries, or 3 or more channels of
 affinities (nearest-neighbour z, y, x first, then long-range).
 
-- :mod:`~emkit.models.spec`: declarative specs that a recipe writes in YAML.
-- :mod:`~emkit.models.architectures`: ``ARCHITECTURES``, a plain dict of named specs,
-  and :func:`build_model`.
 - :mod:`~emkit.models.convnet`, :mod:`~emkit.models.unet`,
-  :mod:`~emkit.models.rsunet`: one builder per family.
+  :mod:`~emkit.models.rsunet`: one folder per model family, each with its spec
+  (``spec.py``), Keras builder (``build.py``) and presets (``presets.py``); the
+  convnet folder also holds the dense form of the pooled patch classifiers.
+- :mod:`~emkit.models.spec`: what every family's spec shares (base class, checks,
+  YAML keys <-> spec).
+- :mod:`~emkit.models.architectures`: the registry: ``FAMILIES`` (one line per
+  family), ``ARCHITECTURES`` (every preset) and :func:`build_model`.
 - :mod:`~emkit.models.shapes`: field of view, valid input sizes and output
   sizes, from a spec or from a built model.
-- :mod:`~emkit.models.dense`: the dense form of the pooled patch classifiers.
 - :mod:`~emkit.models.spatial_transformer`: a spatial transformer layer.
 - :mod:`~emkit.models.aligned`: a learned aligner in front of a 3D network
   (``model.align``, the thesis's end-to-end setting).
 
-The spec, registry and shapes modules import no Keras; the names that need
+The specs, presets, registry and shapes modules import no Keras; the names that need
 Keras are imported from here on first use.
 
 >>> from emkit.models import ARCHITECTURES, field_of_view
@@ -31,10 +33,13 @@ import importlib
 from emkit.models.architectures import (
     ARCHITECTURES,
     DESCRIPTIONS,
+    FAMILIES,
     build_model,
     dict_to_spec,
     get_spec,
 )
+from emkit.models.convnet import ConvNetSpec, LayerSpec
+from emkit.models.rsunet import RSUNetSpec
 from emkit.models.shapes import (
     Geometry,
     field_of_view,
@@ -47,22 +52,17 @@ from emkit.models.shapes import (
     smallest_input_shape,
     valid_input_sizes,
 )
-from emkit.models.spec import (
-    ConvNetSpec,
-    LayerSpec,
-    RSUNetSpec,
-    UNetSpec,
-    spec_to_dict,
-)
+from emkit.models.spec import spec_to_dict
+from emkit.models.unet import UNetSpec
 
 # Names that need Keras -> the module that defines them.
 _LAZY = {
-    "build_convnet": "emkit.models.convnet",
-    "build_unet": "emkit.models.unet",
-    "build_rsunet": "emkit.models.rsunet",
-    "dense_model": "emkit.models.dense",
-    "predict_patchwise": "emkit.models.dense",
-    "with_input_shape": "emkit.models.dense",
+    "build_convnet": "emkit.models.convnet.build",
+    "build_unet": "emkit.models.unet.build",
+    "build_rsunet": "emkit.models.rsunet.build",
+    "dense_model": "emkit.models.convnet.dense",
+    "predict_patchwise": "emkit.models.convnet.dense",
+    "with_input_shape": "emkit.models.convnet.dense",
     "DilatedMaxPooling": "emkit.models.layers",
     "SpatialTransformer": "emkit.models.spatial_transformer",
     "SectionAligner": "emkit.models.aligned",
@@ -81,6 +81,7 @@ def __getattr__(name: str):
 __all__ = [
     "ARCHITECTURES",
     "DESCRIPTIONS",
+    "FAMILIES",
     "ConvNetSpec",
     "DilatedMaxPooling",
     "Geometry",

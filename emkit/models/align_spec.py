@@ -12,13 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from emkit.errors import InputError
-from emkit.models.spec import (
-    ConvNetSpec,
-    _check_choice,
-    _check_int,
-    _set,
-    spec_fields,
-)
+from emkit.models.convnet.spec import ConvNetSpec
+from emkit.models.spec import check_choice, check_int, set_field, spec_fields
 
 ALIGN_TRANSFORMS = ("affine", "flow")
 ALIGN_REFERENCES = ("center", "neighbor")
@@ -53,15 +48,15 @@ class AlignSpec:
     ncc_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_choice(self.transform, ALIGN_TRANSFORMS, "transform")
-        _check_int(self.filters, "filters")
-        _check_int(self.depth, "depth")
-        _check_int(self.kernel_size, "kernel_size")
-        _check_choice(self.reference, ALIGN_REFERENCES, "reference")
+        check_choice(self.transform, ALIGN_TRANSFORMS, "transform")
+        check_int(self.filters, "filters")
+        check_int(self.depth, "depth")
+        check_int(self.kernel_size, "kernel_size")
+        check_choice(self.reference, ALIGN_REFERENCES, "reference")
         weight = self.ncc_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
             raise InputError(f"ncc_weight: expected a number >= 0, got {weight!r}")
-        _set(self, "ncc_weight", float(weight))
+        set_field(self, "ncc_weight", float(weight))
 
 
 def dict_to_align_spec(config: Any, *, key: str = "model.align") -> AlignSpec | None:

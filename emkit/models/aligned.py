@@ -183,16 +183,9 @@ class SectionAligner(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "transform": self.transform,
-                "filters": self.filters,
-                "depth": self.depth,
-                "kernel_size": self.kernel_size,
-                "reference": self.reference,
-                "ncc_weight": self.ncc_weight,
-            }
-        )
+        keys = ("transform", "filters", "depth",
+                "kernel_size", "reference", "ncc_weight")
+        config.update({key: getattr(self, key) for key in keys})
         return config
 
 

@@ -1,4 +1,4 @@
-"""Blocks shared by the model families: a (residual) conv block and the sigmoid head.
+"""Blocks shared by the model families: a (residual) conv block, the head, upsampling.
 
 Blocks are ``apply_<block>(x, ..., name=)`` functions that prefix every layer
 name with ``name``, so that a model's summary reads like its spec and the dense
@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 from keras import layers
 
-from emkit.models.layers import activation_layer, conv_class, cropping_class
+from emkit.models.layers import (
+    activation_layer,
+    conv_class,
+    conv_transpose_class,
+    cropping_class,
+    upsampling_class,
+)
 
 
 def apply_conv_block(
@@ -95,4 +101,26 @@ def apply_head(x, out_channels: int, *, kernel=1, padding: str = "valid", name: 
     return layers.Activation("sigmoid", name=role, dtype="float32")(x)
 
 
-__all__ = ["apply_conv_block", "apply_head"]
+def apply_upsample(x, filters: int, factor: tuple[int, ...], *, mode: str, name: str):
+    """Upsample by ``factor``: a transposed convolution, or nearest-neighbour + 1x1 conv.
+
+    Either way the result has ``filters`` channels. Layers: ``{name}_transpose``,
+    or ``{name}_nearest`` and ``{name}_conv``.
+
+    Args:
+        x: the input tensor.
+        filters: the output channels.
+        factor: the upsampling factor per axis.
+        mode: ``"transpose"`` or ``"nearest"``.
+        name: the layers' name prefix.
+    """
+    ndim = len(x.shape) - 2
+    if mode == "transpose":
+        return conv_transpose_class(ndim)(
+            filters, factor, strides=factor, padding="valid", name=f"{name}_transpose"
+        )(x)
+    x = upsampling_class(ndim)(factor, name=f"{name}_nearest")(x)
+    return conv_class(ndim)(filters, 1, name=f"{name}_conv")(x)
+
+
+__all__ = ["apply_conv_block", "apply_head", "apply_upsample"]

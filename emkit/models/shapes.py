@@ -31,15 +31,12 @@ Terms, per spatial axis, in input voxels:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from emkit.errors import InputError
 from emkit.models.graph import walk
-from emkit.models.spec import ConvNetSpec, RSUNetSpec, UNetSpec, per_axis
-
-_SPEC_TYPES = (ConvNetSpec, UNetSpec, RSUNetSpec)
+from emkit.models.spec import BaseSpec, canonical_input_shape
 
 
 @dataclass(frozen=True)
@@ -64,12 +61,36 @@ class Geometry:
     out_channels: int
 
     @property
+    def ndim(self) -> int:
+        """Spatial dimensions: 2 for ``(batch, y, x, c)`` models, 3 for ``(batch, z, y, x, c)``."""
+        return len(self.input_shape)
+
+    @property
     def context(self) -> tuple[int, ...]:
         """Input margin around the output's span, both sides together."""
         return tuple(
             i - ((o - 1) * s + 1)
             for i, o, s in zip(self.input_shape, self.output_shape, self.output_stride)
         )
+
+    @property
+    def input_zyx(self) -> tuple[int, int, int]:
+        """The input window as (Z, Y, X); a 2D model reads one section."""
+        return _zyx(self.input_shape)
+
+    @property
+    def output_zyx(self) -> tuple[int, int, int]:
+        """The output window as (Z, Y, X)."""
+        return _zyx(self.output_shape)
+
+    @property
+    def margin_zyx(self) -> tuple[int, int, int]:
+        """Input voxels on each side of the centred output window, (z, y, x)."""
+        return tuple((i - o) // 2 for i, o in zip(self.input_zyx, self.output_zyx))
+
+
+def _zyx(shape) -> tuple[int, int, int]:
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
 
 
 # --------------------------------------------------------------------------- public API
@@ -84,22 +105,15 @@ def field_of_view(net: Any) -> tuple[int | None, ...]:
     Returns:
         One int per axis (``None`` where the network is global).
     """
-    if isinstance(net, _SPEC_TYPES):
-        return _spec_fov(net)
+    if isinstance(net, BaseSpec):
+        return net.field_of_view()
     return walk(net, _probe_shape(net)).fov
 
 
 def output_stride(net: Any) -> tuple[int, ...]:
     """Input voxels between neighbouring output voxels, per axis."""
-    if isinstance(net, ConvNetSpec):
-        strides = [1] * net.ndim
-        for layer in net.layers:
-            if layer.type == "pool":
-                s = per_axis(layer.stride or layer.size, net.ndim)
-                strides = [a * b for a, b in zip(strides, s)]
-        return tuple(strides)
-    if isinstance(net, _SPEC_TYPES):
-        return (1,) * net.ndim
+    if isinstance(net, BaseSpec):
+        return net.output_stride()
     return walk(net, _probe_shape(net)).output_stride
 
 
@@ -119,10 +133,10 @@ def output_shape(net: Any, input_shape) -> tuple[int, ...]:
     """
     ndim = _ndim(net)
     input_shape = check_input_shape(input_shape, ndim)
-    if isinstance(net, _SPEC_TYPES):
+    if isinstance(net, BaseSpec):
         out = []
         for axis, n in enumerate(input_shape):
-            size, reason = _spec_axis_size(net, axis, n)
+            size, reason = net.axis_output_size(axis, n)
             if size is None:
                 _raise_invalid(net, axis, input_shape, reason)
             out.append(size)
@@ -142,8 +156,8 @@ def is_valid_input_shape(net: Any, input_shape) -> bool:
         input_shape: the spatial input size to check.
     """
     input_shape = check_input_shape(input_shape, _ndim(net))
-    if isinstance(net, _SPEC_TYPES):
-        return all(_spec_axis_size(net, a, n)[0] is not None for a, n in enumerate(input_shape))
+    if isinstance(net, BaseSpec):
+        return all(net.axis_output_size(a, n)[0] is not None for a, n in enumerate(input_shape))
     return not any(walk(net, input_shape).reasons)
 
 
@@ -215,11 +229,11 @@ def geometry(net: Any, input_shape=None) -> Geometry:
     if input_shape is None:
         input_shape = own_input_shape(net) or smallest_input_shape(net)
     out = output_shape(net, input_shape)
-    if isinstance(net, _SPEC_TYPES):
+    if isinstance(net, BaseSpec):
         return Geometry(
             input_shape=tuple(input_shape),
             output_shape=out,
-            fov=_spec_fov(net),
+            fov=net.field_of_view(),
             output_stride=output_stride(net),
             in_channels=net.in_channels,
             out_channels=net.out_channels,
@@ -248,143 +262,15 @@ def model_geometry(model: Any, input_shape=None) -> Geometry:
     return geometry(model, input_shape)
 
 
-# --------------------------------------------------------------------------- spec formulas
-
-
-def _spec_fov(spec) -> tuple[int, ...]:
-    ndim = spec.ndim
-    fov = []
-    for axis in range(ndim):
-        r, j = 1, 1
-        if isinstance(spec, ConvNetSpec):
-            for layer in spec.layers:
-                k = per_axis(layer.size, ndim)[axis]
-                r += (k - 1) * j
-                if layer.type == "pool":
-                    j *= per_axis(layer.stride or layer.size, ndim)[axis]
-        elif isinstance(spec, UNetSpec):
-            k = per_axis(spec.kernel, ndim)[axis]
-            pools = [p[axis] for p in spec.pool_factors()]
-            for p in pools:
-                r += spec.convs_per_level * (k - 1) * j + (p - 1) * j
-                j *= p
-            r += spec.convs_per_level * (k - 1) * j
-            for p in reversed(pools):
-                j //= p
-                r += spec.convs_per_level * (k - 1) * j
-        else:  # RSUNetSpec
-            e = per_axis(spec.embed_kernel, ndim)[axis]
-            block = sum(per_axis(k, ndim)[axis] - 1 for k in spec.block_kernels)
-            p = per_axis(spec.pool, ndim)[axis]
-            r += e - 1
-            for _ in range(spec.depth):
-                r += block * j + (p - 1) * j
-                j *= p
-            r += block * j
-            for _ in range(spec.depth):
-                j //= p
-                r += block * j
-            r += e - 1
-        fov.append(r)
-    return tuple(fov)
-
-
-def _spec_axis_size(spec, axis: int, n: int) -> tuple[int | None, str]:
-    """Output size on one axis, or ``(None, reason)`` when ``n`` is not valid."""
-    ndim = spec.ndim
-    if isinstance(spec, ConvNetSpec):
-        for i, layer in enumerate(spec.layers):
-            k = per_axis(layer.size, ndim)[axis]
-            s = per_axis(layer.stride or layer.size, ndim)[axis] if layer.type == "pool" else 1
-            if n < k:
-                return None, f"layers[{i}] ({layer.type} {k}) gets {n} voxels, fewer than its size"
-            if (n - k) % s:
-                return (
-                    None,
-                    f"layers[{i}] (pool {k}, stride {s}) would drop {(n - k) % s} voxel(s) of {n}",
-                )
-            n = (n - k) // s + 1
-        return n, ""
-    if isinstance(spec, UNetSpec):
-        sizes = _unet_axis_sizes(spec, axis, n)
-        return (sizes[-1][-1], "") if isinstance(sizes, list) else (None, sizes)
-    # RSUNetSpec: same padding everywhere.
-    total = per_axis(spec.pool, ndim)[axis] ** spec.depth
-    if n % total:
-        return None, f"{n} is not divisible by {total}, the product of the {spec.depth} poolings"
-    return n, ""
-
-
-def _unet_axis_sizes(spec: UNetSpec, axis: int, n: int):
-    """Per-level sizes on one axis: ``[(skip, up), ..., (bottom, output)]``, or a reason string.
-
-    ``skip`` is the size of a level's last down conv, ``up`` the size of the
-    upsampled path that joins it.
-    """
-    ndim = spec.ndim
-    pools = [p[axis] for p in spec.pool_factors()]
-    if spec.padding == "same":
-        total = math.prod(pools)
-        if n % total:
-            return f"{n} is not divisible by {total}, the product of the poolings"
-        sizes, m = [], n
-        for p in pools:
-            sizes.append([m, m])
-            m //= p
-        return sizes + [[m, n]]
-    shrink = spec.convs_per_level * (per_axis(spec.kernel, ndim)[axis] - 1)
-    skips, m = [], n
-    for level, p in enumerate(pools):
-        m -= shrink
-        if m < 1:
-            return f"level {level} down convs leave {m} voxels from {n}"
-        if m % p:
-            return f"pool {level} (factor {p}) would drop {m % p} voxel(s) of {m}"
-        skips.append(m)
-        m //= p
-    m -= shrink
-    if m < 1:
-        return f"the bottom convs leave {m} voxels from {n}"
-    bottom = m
-    ups = []
-    for level in reversed(range(len(pools))):
-        m *= pools[level]
-        ups.append(m)
-        if m > skips[level]:
-            return f"level {level}: upsampled size {m} exceeds the skip size {skips[level]}"
-        m -= shrink
-        if m < 1:
-            return f"level {level} up convs leave {m} voxels from {n}"
-    ups.reverse()
-    return [[s, u] for s, u in zip(skips, ups)] + [[bottom, m]]
-
-
-def unet_skip_crops(spec: UNetSpec) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """Center crops ``(before, after)`` per axis that align each skip with the upsampled path.
-
-    For valid U-Nets they do not depend on the input size; for same padding
-    they are zero. One entry per level, top first.
-    """
-    ndim = spec.ndim
-    crops = [[None] * ndim for _ in range(spec.depth)]
-    for axis in range(ndim):
-        n = smallest_input_shape(spec)[axis]
-        sizes = _unet_axis_sizes(spec, axis, n)
-        for level in range(spec.depth):
-            d = sizes[level][0] - sizes[level][1]
-            crops[level][axis] = (d // 2, d - d // 2)
-    return tuple(tuple(c) for c in crops)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
 def _is_model(net: Any) -> bool:
-    return hasattr(net, "layers") and hasattr(net, "inputs") and not isinstance(net, _SPEC_TYPES)
+    return hasattr(net, "layers") and hasattr(net, "inputs") and not isinstance(net, BaseSpec)
 
 
 def _ndim(net: Any) -> int:
-    if isinstance(net, _SPEC_TYPES):
+    if isinstance(net, BaseSpec):
         return net.ndim
     if _is_model(net):
         return len(net.inputs[0].shape) - 2
@@ -399,7 +285,7 @@ def _name(net: Any) -> str:
 
 def own_input_shape(net: Any) -> tuple[int, ...] | None:
     """The spatial input size a spec or model was built for, or ``None`` if any size."""
-    if isinstance(net, _SPEC_TYPES):
+    if isinstance(net, BaseSpec):
         return net.input_shape
     shape = tuple(net.inputs[0].shape[1:-1])
     return None if any(v is None for v in shape) else tuple(int(v) for v in shape)
@@ -411,8 +297,8 @@ def _probe_shape(model: Any) -> tuple[int, ...]:
 
 
 def _axis_size(net: Any, axis: int, n: int) -> tuple[int | None, str]:
-    if isinstance(net, _SPEC_TYPES):
-        return _spec_axis_size(net, axis, n)
+    if isinstance(net, BaseSpec):
+        return net.axis_output_size(axis, n)
     shape = [1] * _ndim(net)
     shape[axis] = n
     traced = walk(net, tuple(shape))
@@ -445,15 +331,9 @@ def check_input_shape(input_shape, ndim: int) -> tuple[int, ...]:
         input_shape: an int or a sequence of ints.
         ndim: the number of spatial axes.
     """
-    if (
-        not isinstance(input_shape, (list, tuple))
-        or len(input_shape) != ndim
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)
-    ):
-        raise InputError(
-            f"input_shape: expected {ndim} positive ints (the spatial size), got {input_shape!r}"
-        )
-    return tuple(int(v) for v in input_shape)
+    if input_shape is None:
+        raise InputError(f"input_shape: expected {ndim} positive ints (the spatial size), got None")
+    return canonical_input_shape(input_shape, ndim)
 
 
 def _check_axis(axis: int, ndim: int) -> int:
@@ -491,6 +371,5 @@ __all__ = [
     "output_shape",
     "output_stride",
     "smallest_input_shape",
-    "unet_skip_crops",
     "valid_input_sizes",
 ]

@@ -263,16 +263,9 @@ class SpatialTransformer(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "transform": self.transform,
-                "filters": self.filters,
-                "depth": self.depth,
-                "kernel_size": self.kernel_size,
-                "activation": self.activation,
-                "return_transform": self.return_transform,
-            }
-        )
+        keys = ("transform", "filters", "depth",
+                "kernel_size", "activation", "return_transform")
+        config.update({key: getattr(self, key) for key in keys})
         return config
 
 

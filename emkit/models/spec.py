@@ -1,9 +1,12 @@
-"""Declarative architecture specs: small frozen dataclasses that map 1:1 to YAML keys.
+"""What every architecture spec shares: the base class, the family record, the checks.
 
-A spec says what a network is; a builder (``build_convnet``, ``build_unet``,
-``build_rsunet``) turns it into a Keras model, and :mod:`emkit.models.shapes`
-computes its field of view and valid sizes without building anything. Specs are
-plain data: they hold no Keras objects and import nothing heavy.
+A spec says what a network is: a small frozen dataclass whose fields map 1:1 to YAML
+keys. Each model family (:mod:`emkit.models.convnet`, :mod:`emkit.models.unet`,
+:mod:`emkit.models.rsunet`) defines its spec class on :class:`BaseSpec`, with the
+closed formulas of its field of view and output size, and a :class:`Family` record
+that names its builder and presets. A builder turns a spec into a Keras model, and
+:mod:`emkit.models.shapes` computes the field of view and valid sizes without building
+anything. Specs are plain data: they hold no Keras objects and import nothing heavy.
 
 A recipe writes a spec either from a registered architecture plus overrides::
 
@@ -11,16 +14,8 @@ A recipe writes a spec either from a registered architecture plus overrides::
       arch: n4            # a name from emkit.models.architectures.ARCHITECTURES
       out_channels: 3
 
-or from a family with every key explicit::
-
-    model:
-      family: convnet
-      ndim: 2
-      layers:
-        - {type: conv, size: 4, filters: 48}
-        - {type: pool, size: 2}
-        - {type: conv, size: 3, filters: 200}
-      out_channels: 1
+or from a family (``family: convnet``) with every key explicit, as each family's
+``spec.py`` shows.
 
 Sizes (kernels, pooling windows, strides) are an int for every axis or a list
 with one int per axis, in ``(z, y, x)`` order. Unknown keys are errors that name
@@ -30,8 +25,9 @@ the key and list the allowed ones.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from emkit.errors import InputError
@@ -46,7 +42,7 @@ MERGE_MODES = ("concat", "add")
 # --------------------------------------------------------------------------- helpers
 
 
-def _canonical_size(value: Any, ndim: int, key: str, *, minimum: int = 1) -> int | tuple[int, ...]:
+def canonical_size(value: Any, ndim: int, key: str, *, minimum: int = 1) -> int | tuple[int, ...]:
     """An int if the size is the same on every axis, else a tuple with one int per axis."""
     if isinstance(value, bool):
         raise InputError(f"{key}: expected an int or a list of {ndim} ints, got {value!r}")
@@ -78,22 +74,22 @@ def per_axis(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return (value,) * ndim if isinstance(value, int) else tuple(value)
 
 
-def _check_choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
+def check_choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
     if value not in allowed:
         raise InputError(f"{key}: got {value!r}; allowed: {', '.join(map(str, allowed))}")
 
 
-def _check_int(value: Any, key: str, *, minimum: int = 1) -> None:
+def check_int(value: Any, key: str, *, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise InputError(f"{key}: expected an int >= {minimum}, got {value!r}")
 
 
-def _check_bool(value: Any, key: str) -> None:
+def check_bool(value: Any, key: str) -> None:
     if not isinstance(value, bool):
         raise InputError(f"{key}: expected true or false, got {value!r}")
 
 
-def _canonical_input_shape(value: Any, ndim: int) -> tuple[int, ...] | None:
+def canonical_input_shape(value: Any, ndim: int) -> tuple[int, ...] | None:
     if value is None:
         return None
     if (
@@ -108,334 +104,82 @@ def _canonical_input_shape(value: Any, ndim: int) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-def _set(obj: Any, name: str, value: Any) -> None:
+def set_field(obj: Any, name: str, value: Any) -> None:
+    """Set a field of a frozen dataclass (from its ``__post_init__``)."""
     object.__setattr__(obj, name, value)
 
 
-# --------------------------------------------------------------------------- ConvNet
+
+# --------------------------------------------------------------------------- base and family
+
+
+class BaseSpec:
+    """The base of every family's spec dataclass.
+
+    A family's spec sets the class variable ``family`` (its name) and the fields
+    ``name``, ``ndim``, ``in_channels``, ``out_channels`` and ``input_shape``, and gives
+    the closed formulas that :mod:`emkit.models.shapes` asks of a spec.
+    """
+
+    family: ClassVar[str] = ""
+
+    def check_shared_fields(self) -> None:
+        """Check the fields every family has (channels, activation, residual, batch norm)
+        and canonicalize ``input_shape``; a family's ``__post_init__`` calls it."""
+        check_int(self.in_channels, "in_channels")
+        check_int(self.out_channels, "out_channels")
+        check_choice(self.activation, ACTIVATIONS, "activation")
+        check_bool(self.residual, "residual")
+        check_bool(self.batch_norm, "batch_norm")
+        set_field(self, "input_shape", canonical_input_shape(self.input_shape, self.ndim))
+
+    def field_of_view(self) -> tuple[int, ...]:
+        """Input voxels that can influence one output voxel, per spatial axis."""
+        raise NotImplementedError(f"{type(self).__name__} gives no field_of_view formula")
+
+    def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
+        """Output size on ``axis`` for ``n`` input voxels, or ``(None, reason)`` when
+        ``n`` is not a valid size on that axis."""
+        raise NotImplementedError(f"{type(self).__name__} gives no axis_output_size formula")
+
+    def output_stride(self) -> tuple[int, ...]:
+        """Input voxels between neighbouring output voxels, per axis (1: dense)."""
+        return (1,) * self.ndim
+
+
+#: Any family's spec.
+Spec = BaseSpec
 
 
 @dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a :class:`ConvNetSpec`: a valid convolution or a max-pooling.
+class Family:
+    """A model family: its spec class, its Keras builder, and its named presets.
 
-    Args:
-        type: ``"conv"`` or ``"pool"``.
-        size: Kernel size (conv) or pooling window (pool), an int or one per axis.
-        filters: Number of feature maps of a conv; not used by a pool.
-        stride: Pooling stride, an int or one per axis; defaults to ``size``.
-            Not used by a conv (convolutions have stride 1).
+    Attributes:
+        spec: The spec class (a dataclass on :class:`BaseSpec`); ``spec.family`` is
+            the family's name, the ``family:`` a recipe writes.
+        builder: ``"module:function"`` of the builder, imported when first used (it
+            imports Keras; the spec and the presets do not).
+        presets: Registered architecture name -> ``(spec, one line for emkit model
+            list)``.
     """
 
-    type: str
-    size: int | tuple[int, ...]
-    filters: int | None = None
-    stride: int | tuple[int, ...] | None = None
-
-    def normalized(self, ndim: int, key: str) -> LayerSpec:
-        _check_choice(self.type, ("conv", "pool"), f"{key}.type")
-        size = _canonical_size(self.size, ndim, f"{key}.size")
-        if self.type == "conv":
-            _check_int(self.filters, f"{key}.filters")
-            if self.stride is not None:
-                raise InputError(
-                    f"{key}.stride: convolutions in a convnet have stride 1; got {self.stride!r}"
-                    " (use a pool layer to downsample)"
-                )
-            return LayerSpec("conv", size, self.filters, None)
-        if self.filters is not None:
-            raise InputError(f"{key}.filters: a pool layer has no filters, got {self.filters!r}")
-        stride = (
-            size if self.stride is None else _canonical_size(self.stride, ndim, f"{key}.stride")
-        )
-        return LayerSpec("pool", size, None, None if stride == size else stride)
-
-
-@dataclass(frozen=True)
-class ConvNetSpec:
-    """A plain convolutional network: valid convolutions and max-pooling, then a 1x1 head.
-
-    The head is a 1x1 convolution to ``out_channels`` followed by a sigmoid, so
-    ``layers`` lists the body only (N4's listing ends ``conv3x200`` + this head).
-
-    Args:
-        name: Model name.
-        ndim: 2 for ``(batch, y, x, c)`` inputs, 3 for ``(batch, z, y, x, c)``.
-        layers: The body, in order.
-        in_channels: Channels of the input image.
-        out_channels: 1 = boundaries, 3 = nearest-neighbour affinities (z, y, x),
-            more = long-range affinities too.
-        activation: Nonlinearity after every conv of the body.
-        residual: Wrap each run of convs between two pools in a residual block.
-        batch_norm: Batch normalization after every conv of the body.
-        width_factor: Multiplies every ``filters`` (rounded, at least 1); for tests.
-        input_shape: Spatial input size the model is built for; ``None`` builds
-            a model that accepts any valid size.
-    """
-
-    family: ClassVar[str] = "convnet"
-
-    name: str = "convnet"
-    ndim: int = 2
-    layers: tuple[LayerSpec, ...] = ()
-    in_channels: int = 1
-    out_channels: int = 1
-    activation: str = "relu"
-    residual: bool = False
-    batch_norm: bool = False
-    width_factor: float = 1.0
-    input_shape: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        _check_choice(self.ndim, (2, 3), "ndim")
-        if not self.layers:
-            raise InputError("layers: a convnet needs at least one layer, got none")
-        layers = []
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Mapping):
-                layer = _dict_to_layer(layer, f"layers[{i}]")
-            elif not isinstance(layer, LayerSpec):
-                raise InputError(
-                    f"layers[{i}]: expected a mapping with type/size/..., got {layer!r}"
-                )
-            layers.append(layer.normalized(self.ndim, f"layers[{i}]"))
-        if layers[0].type != "conv":
-            raise InputError("layers[0]: a convnet starts with a conv layer, got a pool")
-        _set(self, "layers", tuple(layers))
-        _check_int(self.in_channels, "in_channels")
-        _check_int(self.out_channels, "out_channels")
-        _check_choice(self.activation, ACTIVATIONS, "activation")
-        _check_bool(self.residual, "residual")
-        _check_bool(self.batch_norm, "batch_norm")
-        if not isinstance(self.width_factor, (int, float)) or self.width_factor <= 0:
-            raise InputError(f"width_factor: expected a number > 0, got {self.width_factor!r}")
-        _set(self, "input_shape", _canonical_input_shape(self.input_shape, self.ndim))
-
-    def filters(self, layer: LayerSpec) -> int:
-        """The number of feature maps of a conv layer after ``width_factor``."""
-        return max(1, round(layer.filters * self.width_factor))
-
-
-def _dict_to_layer(entry: Mapping, key: str) -> LayerSpec:
-    allowed = [f.name for f in dataclasses.fields(LayerSpec)]
-    unknown = sorted(set(entry) - set(allowed))
-    if unknown:
-        raise InputError(f"{key}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    if "type" not in entry or "size" not in entry:
-        raise InputError(f"{key}: needs 'type' (conv or pool) and 'size', got {dict(entry)!r}")
-    return LayerSpec(**entry)
-
-
-# --------------------------------------------------------------------------- U-Net
-
-
-@dataclass(frozen=True)
-class UNetSpec:
-    """A U-Net (Ronneberger et al. 2015; 3D: Cicek et al. 2016) in 2D or 3D.
-
-    Level ``l`` (0 = full resolution) has ``base_filters * filter_growth**l``
-    feature maps and ``convs_per_level`` convolutions on the way down and again
-    on the way up; ``depth`` poolings separate the levels.
-
-    Args:
-        name: Model name.
-        ndim: 2 or 3.
-        depth: Number of poolings (levels below the top).
-        base_filters: Feature maps at the top level.
-        filter_growth: Factor between the feature maps of two levels.
-        convs_per_level: Convolutions per level and direction.
-        kernel: Convolution kernel, an int or one per axis, e.g. ``[1, 3, 3]``.
-        padding: ``"valid"`` (output smaller than input, skips center-cropped)
-            or ``"same"``.
-        pool: Pooling factors: an int, one per axis (e.g. ``[1, 2, 2]`` for
-            anisotropic EM), or a list with one entry per level.
-        upsample: ``"transpose"`` (transposed convolution, kernel = stride =
-            pool factor) or ``"nearest"`` (nearest-neighbour upsampling + 1x1 conv).
-        merge: How a skip joins the upsampled path: ``"concat"`` or ``"add"``.
-        in_channels: Channels of the input image.
-        out_channels: 1 = boundaries, 3 = affinities, more = long-range too.
-        activation: Nonlinearity after every conv.
-        residual: Make every level's convs a residual block.
-        batch_norm: Batch normalization after every conv.
-        input_shape: Spatial input size; ``None`` accepts any valid size.
-    """
-
-    family: ClassVar[str] = "unet"
-
-    name: str = "unet"
-    ndim: int = 2
-    depth: int = 4
-    base_filters: int = 64
-    filter_growth: int = 2
-    convs_per_level: int = 2
-    kernel: int | tuple[int, ...] = 3
-    padding: str = "valid"
-    pool: int | tuple = 2
-    upsample: str = "transpose"
-    merge: str = "concat"
-    in_channels: int = 1
-    out_channels: int = 1
-    activation: str = "relu"
-    residual: bool = False
-    batch_norm: bool = False
-    input_shape: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        _check_choice(self.ndim, (2, 3), "ndim")
-        _check_int(self.depth, "depth", minimum=0)
-        _check_int(self.base_filters, "base_filters")
-        _check_int(self.filter_growth, "filter_growth")
-        _check_int(self.convs_per_level, "convs_per_level")
-        _set(self, "kernel", _canonical_size(self.kernel, self.ndim, "kernel"))
-        _check_choice(self.padding, PADDINGS, "padding")
-        _set(self, "pool", _canonical_levels(self.pool, self.ndim, self.depth, "pool"))
-        _check_choice(self.upsample, UPSAMPLE_MODES, "upsample")
-        _check_choice(self.merge, MERGE_MODES, "merge")
-        _check_int(self.in_channels, "in_channels")
-        _check_int(self.out_channels, "out_channels")
-        _check_choice(self.activation, ACTIVATIONS, "activation")
-        _check_bool(self.residual, "residual")
-        _check_bool(self.batch_norm, "batch_norm")
-        _set(self, "input_shape", _canonical_input_shape(self.input_shape, self.ndim))
-
-    def level_filters(self, level: int) -> int:
-        return self.base_filters * self.filter_growth**level
-
-    def pool_factors(self) -> tuple[tuple[int, ...], ...]:
-        """One per-axis pooling factor per level."""
-        return _level_factors(self.pool, self.ndim, self.depth)
-
-
-def _canonical_levels(value: Any, ndim: int, depth: int, key: str):
-    """Pool factors: one size for every level (int / per-axis tuple) or a tuple per level.
-
-    A flat list of ints means one factor per axis; a list containing lists means
-    one entry per level. Identical per-level entries collapse to one.
-    """
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
-        if len(value) != depth:
-            raise InputError(
-                f"{key}: a per-level list needs one entry per level (depth={depth}), "
-                f"got {len(value)}: {to_plain(value)}"
-            )
-        levels = tuple(
-            per_axis(_canonical_size(v, ndim, f"{key}[{i}]"), ndim) for i, v in enumerate(value)
-        )
-        if len(set(levels)) == 1:
-            return _canonical_size(levels[0], ndim, key)
-        return levels
-    return _canonical_size(value, ndim, key)
-
-
-def _level_factors(value, ndim: int, depth: int) -> tuple[tuple[int, ...], ...]:
-    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
-        return value
-    return (per_axis(value, ndim),) * depth
-
-
-# --------------------------------------------------------------------------- RSUNet
-
-
-@dataclass(frozen=True)
-class RSUNetSpec:
-    """The residual symmetric U-Net of Lee et al. 2017 (SNEMI3D "superhuman").
-
-    Same-padded, anisotropic: a ``embed_kernel`` convolution embeds the input;
-    every level is a residual block whose first convolution (``block_kernels[0]``,
-    1x3x3) feeds a skip that is summed after the last one; levels are joined by
-    ``pool`` max-pooling on the way down and by upsampling plus a *summed* skip
-    connection on the way up; a final ``embed_kernel`` convolution gives
-    ``out_channels`` sigmoid maps (3 nearest-neighbour affinities, more with
-    long-range affinities).
-
-    Args:
-        name: Model name.
-        ndim: 3 (the published form) or 2.
-        widths: Feature maps per level, top to bottom; ``len(widths) - 1`` poolings.
-        pool: Pooling factor per axis, the same at every level.
-        embed_kernel: Kernel of the input and output embedding convolutions.
-        block_kernels: Kernels of the convolutions of one residual block.
-        upsample: ``"transpose"`` (transposed convolution) or ``"nearest"``
-            (nearest-neighbour upsampling + 1x1 conv).
-        in_channels: Channels of the input image.
-        out_channels: Number of sigmoid output maps.
-        activation: Nonlinearity (ELU in the paper).
-        residual: Use the residual skip inside each block.
-        batch_norm: Batch normalization after every conv (as in the paper).
-        input_shape: Spatial input size; ``None`` accepts any valid size.
-
-    Reference:
-        K. Lee, J. Zung, P. Li, V. Jain, H. S. Seung. Superhuman accuracy on the
-        SNEMI3D connectomics challenge. arXiv:1706.00120, 2017.
-    """
-
-    family: ClassVar[str] = "rsunet"
-
-    name: str = "rsunet"
-    ndim: int = 3
-    widths: tuple[int, ...] = (28, 36, 48, 64, 80)
-    pool: int | tuple[int, ...] = (1, 2, 2)
-    embed_kernel: int | tuple[int, ...] = (1, 5, 5)
-    block_kernels: tuple = ((1, 3, 3), 3, 3)
-    upsample: str = "transpose"
-    in_channels: int = 1
-    out_channels: int = 3
-    activation: str = "elu"
-    residual: bool = True
-    batch_norm: bool = True
-    input_shape: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        _check_choice(self.ndim, (2, 3), "ndim")
-        if not isinstance(self.widths, (list, tuple)) or not self.widths:
-            raise InputError(f"widths: expected a non-empty list of ints, got {self.widths!r}")
-        for i, w in enumerate(self.widths):
-            _check_int(w, f"widths[{i}]")
-        _set(self, "widths", tuple(self.widths))
-        _set(self, "pool", _canonical_size(self.pool, self.ndim, "pool"))
-        _set(self, "embed_kernel", _canonical_size(self.embed_kernel, self.ndim, "embed_kernel"))
-        if not isinstance(self.block_kernels, (list, tuple)) or not self.block_kernels:
-            raise InputError(
-                f"block_kernels: expected a non-empty list of kernel sizes, got {self.block_kernels!r}"
-            )
-        _set(
-            self,
-            "block_kernels",
-            tuple(
-                _canonical_size(k, self.ndim, f"block_kernels[{i}]")
-                for i, k in enumerate(self.block_kernels)
-            ),
-        )
-        for key in ("embed_kernel", "block_kernels"):
-            kernels = [self.embed_kernel] if key == "embed_kernel" else list(self.block_kernels)
-            if any(k % 2 == 0 for kern in kernels for k in per_axis(kern, self.ndim)):
-                raise InputError(
-                    f"{key}: same padding needs odd kernel sizes, got {to_plain(kernels)}"
-                )
-        _check_choice(self.upsample, UPSAMPLE_MODES, "upsample")
-        _check_int(self.in_channels, "in_channels")
-        _check_int(self.out_channels, "out_channels")
-        _check_choice(self.activation, ACTIVATIONS, "activation")
-        _check_bool(self.residual, "residual")
-        _check_bool(self.batch_norm, "batch_norm")
-        _set(self, "input_shape", _canonical_input_shape(self.input_shape, self.ndim))
+    spec: type
+    builder: str
+    presets: Mapping[str, tuple[BaseSpec, str]] = field(default_factory=dict)
 
     @property
-    def depth(self) -> int:
-        return len(self.widths) - 1
+    def name(self) -> str:
+        """The family's name, ``spec.family``."""
+        return self.spec.family
+
+    def build(self, spec: BaseSpec):
+        """A Keras model from ``spec``, by this family's builder."""
+        module_name, function_name = self.builder.split(":")
+        return getattr(importlib.import_module(module_name), function_name)(spec)
 
 
 # --------------------------------------------------------------------------- dict <-> spec
-
-Spec = ConvNetSpec | UNetSpec | RSUNetSpec
-
-# Family name -> spec class. A plain, static dict.
-FAMILIES: dict[str, type] = {
-    "convnet": ConvNetSpec,
-    "unet": UNetSpec,
-    "rsunet": RSUNetSpec,
-}
-
 
 def spec_fields(cls: type) -> list[str]:
     """The YAML keys of a spec class, in order."""
@@ -453,6 +197,7 @@ def keys_to_spec(cls: type, config: Mapping[str, Any], *, base: Spec | None = No
     Raises:
         InputError: a key that ``cls`` does not have, or another family.
 
+    >>> from emkit.models.unet.spec import UNetSpec
     >>> keys_to_spec(UNetSpec, {"depth": 2}).depth
     2
     """
@@ -466,11 +211,6 @@ def keys_to_spec(cls: type, config: Mapping[str, Any], *, base: Spec | None = No
             raise InputError(
                 f"unknown key {key!r} for a {cls.family} spec; allowed: arch, family, {', '.join(allowed)}"
             )
-    if "layers" in config and isinstance(config["layers"], (list, tuple)):
-        config["layers"] = tuple(
-            _dict_to_layer(entry, f"layers[{i}]") if isinstance(entry, Mapping) else entry
-            for i, entry in enumerate(config["layers"])
-        )
     if base is not None:
         return dataclasses.replace(base, **config)
     return cls(**config)
@@ -482,10 +222,10 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
     out: dict[str, Any] = {"family": spec.family}
     for key in spec_fields(type(spec)):
         value = getattr(spec, key)
-        if key == "layers":
-            value = [
-                {k: to_plain(v) for k, v in dataclasses.asdict(layer).items() if v is not None}
-                for layer in value
+        if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [  # e.g. a convnet's layers: their keys, None left out
+                {k: to_plain(v) for k, v in dataclasses.asdict(item).items() if v is not None}
+                for item in value
             ]
         out[key] = to_plain(value)
     return out
@@ -524,16 +264,19 @@ def resolve_spec(spec: Spec | Mapping | None, cls: type, overrides: Mapping[str,
 
 
 __all__ = [
-    "FAMILIES",
-    "ConvNetSpec",
-    "LayerSpec",
-    "RSUNetSpec",
+    "BaseSpec",
+    "Family",
     "Spec",
-    "UNetSpec",
+    "canonical_input_shape",
+    "canonical_size",
+    "check_bool",
+    "check_choice",
+    "check_int",
     "keys_to_spec",
     "per_axis",
     "replace",
     "resolve_spec",
+    "set_field",
     "spec_fields",
     "spec_to_dict",
 ]

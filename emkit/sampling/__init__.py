@@ -19,7 +19,7 @@ come after it and may use it.
 
 from emkit.sampling.crops import Locations
 from emkit.sampling.sampler import PatchSampler, Sample, measure_class_frequency, read_ids
-from emkit.sampling.shapes import ModelShapes, model_shapes, shape_model
+from emkit.sampling.shapes import model_shapes, shape_model
 from emkit.sampling.targets import (
     TargetSpec,
     class_weights,
@@ -33,7 +33,6 @@ from emkit.sampling.validation import ValidationSampler
 __all__ = [
     "Block",
     "Locations",
-    "ModelShapes",
     "PatchSampler",
     "Sample",
     "TargetSpec",

@@ -70,8 +70,12 @@ class Sample:
     start: tuple[int, int, int]
 
 
-class PatchSampler(keras.utils.PyDataset):
-    """Random augmented patches of a labelled volume, shaped for one model.
+class LabelledVolume(keras.utils.PyDataset):
+    """A labelled volume shaped for one model: what both samplers start from.
+
+    Checks the volumes, reads the model's windows and the target it is trained on, and
+    keeps the batch size; :class:`PatchSampler` and
+    :class:`~emkit.sampling.validation.ValidationSampler` add how they pick windows.
 
     Args:
         raw: ndarray or lazy :class:`~emkit.io.Volume` of shape (Z, Y, X), the EM images
@@ -88,20 +92,9 @@ class PatchSampler(keras.utils.PyDataset):
         unlabelled_value: the segmentation label meaning "not labelled", or None.
         mask: ndarray or Volume of shape (Z, Y, X): windows are centred where it is
             nonzero, and labels where it is 0 count as unknown.
-        sections: the sections (z) to sample from, e.g. a training split; a window never
-            reads outside one run of consecutive sections.
         labelled_sections: for sparse labels, the labelled sections: every output window
             holds one, and labels elsewhere count as unknown.
-        augment: augmentation entries (recipe dicts, names or objects), in order.
-        max_defects: at most this many EM defects per sample (e.g. 1), or None.
-        balance: weight boundary and interior to contribute equally (formula in
-            :mod:`emkit.sampling.targets`).
-        class_frequency: the boundary fraction per channel for ``balance``; measured on
-            ``labels`` (within ``sections``) when None.
-        batch_size: samples per batch.
-        batches_per_epoch: the value of ``len(sampler)``.
-        seed: the seed of every sample's generator.
-        epoch: the first epoch number (``on_epoch_end`` adds one).
+        batch_size: samples (or blocks) per batch.
         workers, use_multiprocessing, max_queue_size: passed to Keras' ``PyDataset``.
     """
 
@@ -117,16 +110,8 @@ class PatchSampler(keras.utils.PyDataset):
         label_kind: str = "segmentation",
         unlabelled_value: int | None = 0,
         mask=None,
-        sections=None,
         labelled_sections=None,
-        augment=(),
-        max_defects: int | None = None,
-        balance: bool = False,
-        class_frequency=None,
         batch_size: int = 1,
-        batches_per_epoch: int = 100,
-        seed: int = 0,
-        epoch: int = 0,
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
@@ -134,9 +119,8 @@ class PatchSampler(keras.utils.PyDataset):
         super().__init__(
             workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
         )
-        # Data, and the shapes and targets the model asks for.
         if labels is None:
-            raise InputError("a training sampler needs labels")
+            raise InputError(f"a {type(self).__name__} needs labels")
         self.raw, self.labels, self.mask = check_volumes(raw, labels, mask)
         self.labelled_sections = (
             None if labelled_sections is None else tuple(int(z) for z in labelled_sections)
@@ -144,6 +128,48 @@ class PatchSampler(keras.utils.PyDataset):
         self.shapes, self.spec = model_targets(
             model, target=target, offsets=offsets, thickness=thickness, label_kind=label_kind,
             unlabelled_value=unlabelled_value)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+
+
+class PatchSampler(LabelledVolume):
+    """Random augmented patches of a labelled volume, shaped for one model.
+
+    Args:
+        raw, labels, model, target, offsets, thickness, label_kind, unlabelled_value,
+            mask, labelled_sections, batch_size, workers, use_multiprocessing,
+            max_queue_size: as for :class:`LabelledVolume`.
+        sections: the sections (z) to sample from, e.g. a training split; a window never
+            reads outside one run of consecutive sections.
+        augment: augmentation entries (recipe dicts, names or objects), in order.
+        max_defects: at most this many EM defects per sample (e.g. 1), or None.
+        balance: weight boundary and interior to contribute equally (formula in
+            :mod:`emkit.sampling.targets`).
+        class_frequency: the boundary fraction per channel for ``balance``; measured on
+            ``labels`` (within ``sections``) when None.
+        batches_per_epoch: the value of ``len(sampler)``.
+        seed: the seed of every sample's generator.
+        epoch: the first epoch number (``on_epoch_end`` adds one).
+        **volume: the :class:`LabelledVolume` arguments.
+    """
+
+    def __init__(
+        self,
+        raw,
+        labels,
+        model,
+        *,
+        sections=None,
+        augment=(),
+        max_defects: int | None = None,
+        balance: bool = False,
+        class_frequency=None,
+        batches_per_epoch: int = 100,
+        seed: int = 0,
+        epoch: int = 0,
+        **volume,
+    ):
+        super().__init__(raw, labels, model, **volume)
+        mask = self.mask
         # Augmentations and the crops they need.
         out = self.shapes.output_zyx
         labels_window = tuple(o + 2 * c for o, c in zip(out, self.spec.context))
@@ -168,7 +194,6 @@ class PatchSampler(keras.utils.PyDataset):
             labelled_sections=self.labelled_sections, mask=mask,
         )
         # Sampling.
-        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.batches_per_epoch = check_int(batches_per_epoch, "batches_per_epoch", minimum=1)
         self.seed = check_int(seed, "seed", minimum=0)
         self.epoch = check_int(epoch, "epoch", minimum=0)
@@ -294,7 +319,7 @@ def model_targets(model, *, target, offsets, thickness, label_kind, unlabelled_v
             :class:`~emkit.sampling.targets.TargetSpec` fields.
 
     Returns:
-        ``(ModelShapes, TargetSpec)``.
+        ``(Geometry, TargetSpec)``.
     """
     shapes = model_shapes(model)
     spec = TargetSpec(kind=target, ndim=shapes.ndim, offsets=offsets, thickness=thickness,

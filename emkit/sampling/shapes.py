@@ -5,66 +5,29 @@ window, centred in it; a same-padded model returns one of the same size::
 
     input window  |<------------------- I ------------------->|
     output window           |<--------- O --------->|
-                  |<------->|  context = (I - O) / 2 on each side
+                  |<------->|  margin = (I - O) / 2 on each side
 
-This module imports no Keras except in :func:`shape_model`.
+This module imports no Keras except in :func:`shape_model`. The shapes are a
+:class:`~emkit.models.shapes.Geometry`, the one type that describes a model's windows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from emkit.errors import InputError
+from emkit.models.shapes import Geometry, geometry
 
 
-@dataclass(frozen=True)
-class ModelShapes:
-    """What a sampler needs to know about a model.
+def model_shapes(model) -> Geometry:
+    """A built model's :class:`~emkit.models.shapes.Geometry`, checked for sampling.
 
-    Attributes:
-        ndim: 2 for ``(batch, y, x, c)`` models, 3 for ``(batch, z, y, x, c)``.
-        input_shape: the spatial input window, (Y, X) or (Z, Y, X).
-        output_shape: the spatial output window, centred in the input window.
-        in_channels: channels of the input (1 for EM images).
-        out_channels: channels of the output (1 boundary map, or one per affinity offset).
-    """
-
-    ndim: int
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    in_channels: int
-    out_channels: int
-
-    @property
-    def input_zyx(self) -> tuple[int, int, int]:
-        """The input window as (Z, Y, X); a 2D model reads one section."""
-        return _zyx(self.input_shape)
-
-    @property
-    def output_zyx(self) -> tuple[int, int, int]:
-        """The output window as (Z, Y, X)."""
-        return _zyx(self.output_shape)
-
-    @property
-    def context(self) -> tuple[int, int, int]:
-        """Input voxels on each side of the output window, (z, y, x)."""
-        return tuple((i - o) // 2 for i, o in zip(self.input_zyx, self.output_zyx))
-
-
-def _zyx(shape):
-    return (1, *shape) if len(shape) == 2 else tuple(shape)
-
-
-def model_shapes(model) -> ModelShapes:
-    """Reads a built model's input and output windows and checks that they fit together.
+    The model must have one input and one output of fixed size, one input channel, and an
+    output window that can be centred in its input window.
 
     Args:
-        model: a built Keras model with one input and one output, or anything with
-            ``input_shape`` and ``output_shape`` as Keras reports them (batch first,
-            channels last).
+        model: a built Keras model with one input and one output.
 
     Returns:
-        A :class:`ModelShapes`.
+        Its :class:`~emkit.models.shapes.Geometry` for its own input size.
 
     Raises:
         InputError: several inputs or outputs, an unknown (None) spatial size, an output
@@ -102,13 +65,7 @@ def model_shapes(model) -> ModelShapes:
         raise InputError(
             f"model '{name}' takes {in_shape[-1]} input channels; EM samplers feed 1"
         )
-    return ModelShapes(
-        ndim=len(spatial_in),
-        input_shape=spatial_in,
-        output_shape=spatial_out,
-        in_channels=int(in_shape[-1]),
-        out_channels=int(out_shape[-1]),
-    )
+    return geometry(model, spatial_in)
 
 
 def shape_model(input_shape, output_shape, *, out_channels: int = 1):

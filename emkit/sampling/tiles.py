@@ -145,7 +145,7 @@ def iter_input_batches(raw, shapes, *, batch_size: int = 1, sections=None):
 
     Args:
         raw: ndarray or Volume of shape (Z, Y, X).
-        shapes: :class:`~emkit.sampling.shapes.ModelShapes` (``model_shapes(model)``).
+        shapes: :class:`~emkit.models.shapes.Geometry` (``model_shapes(model)``).
         batch_size: blocks per batch; the last batch may be smaller.
         sections: the sections to cover (default: all).
 

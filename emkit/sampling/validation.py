@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 
-from emkit.augment.base import check_int
 from emkit.errors import InputError
-from emkit.sampling.sampler import check_volumes, dataset_volumes, model_targets, read_ids
+from emkit.sampling.sampler import LabelledVolume, dataset_volumes, read_ids
 from emkit.sampling.targets import class_weights, make_targets, make_weights
 from emkit.sampling.tiles import read_input, tile_sections
 
 
-class ValidationSampler(keras.utils.PyDataset):
+class ValidationSampler(LabelledVolume):
     """Batches ``(x, y, w)`` that tile validation sections, for ``fit(validation_data=)``.
 
     The same targets and weights as :class:`~emkit.sampling.PatchSampler`, without
@@ -25,45 +23,17 @@ class ValidationSampler(keras.utils.PyDataset):
 
     Args:
         raw, labels, model, target, offsets, thickness, label_kind, unlabelled_value,
-            mask, labelled_sections: as for :class:`~emkit.sampling.PatchSampler`.
+            mask, labelled_sections, workers, use_multiprocessing, max_queue_size: as for
+            :class:`~emkit.sampling.sampler.LabelledVolume`.
         sections: the validation sections (default: all).
         class_frequency: boundary fraction per channel to weight classes with (pass the
             training sampler's ``class_frequency``); None: no class weights.
         batch_size: blocks per batch.
-        workers, use_multiprocessing, max_queue_size: passed to Keras' ``PyDataset``.
+        **volume: the :class:`~emkit.sampling.sampler.LabelledVolume` arguments.
     """
 
-    def __init__(
-        self,
-        raw,
-        labels,
-        model,
-        *,
-        target: str = "boundaries",
-        offsets=None,
-        thickness: int = 1,
-        label_kind: str = "segmentation",
-        unlabelled_value: int | None = 0,
-        mask=None,
-        sections=None,
-        labelled_sections=None,
-        class_frequency=None,
-        batch_size: int = 1,
-        workers: int = 1,
-        use_multiprocessing: bool = False,
-        max_queue_size: int = 10,
-    ):
-        super().__init__(
-            workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
-        )
-        self.raw, self.labels, self.mask = check_volumes(raw, labels, mask)
-        self.shapes, self.spec = model_targets(
-            model, target=target, offsets=offsets, thickness=thickness, label_kind=label_kind,
-            unlabelled_value=unlabelled_value)
-        self.labelled_sections = (
-            None if labelled_sections is None else tuple(int(z) for z in labelled_sections)
-        )
-        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+    def __init__(self, raw, labels, model, *, sections=None, class_frequency=None, **volume):
+        super().__init__(raw, labels, model, **volume)
         out = self.shapes.output_zyx
         blocks = tile_sections(raw.shape, self.shapes.input_zyx, out, sections=sections)
         if self.labelled_sections is not None:

@@ -1,7 +1,7 @@
 """Dense training of the pooled patch classifiers (N4, VD2D, VD2D-3D): ``train.mode: dense``.
 
 A patch classifier learns one labelled output voxel per field-of-view window. Its dense
-form (:func:`emkit.models.dense.dense_model`: stride-1 max-filtering, dilated layers
+form (:func:`emkit.models.convnet.dense.dense_model`: stride-1 max-filtering, dilated layers
 after each pooling, the same weights) computes the output of *every* window of a larger
 input in one pass. Training that form on an output patch of ``O`` voxels with targets at
 stride 1 is the same function and the same loss as training the patch classifier on the
@@ -42,7 +42,7 @@ def dense_trainer(net, output_shape):
         InputError: ``net`` has layers with no dense form, or ``output_shape`` does not
             fit its dimensions.
     """
-    from emkit.models.dense import dense_model
+    from emkit.models.convnet.dense import dense_model
 
     ndim = len(net.inputs[0].shape) - 2
     shape = tuple(int(n) for n in output_shape)

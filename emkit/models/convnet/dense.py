@@ -57,7 +57,7 @@ def dense_model(model: keras.Model, *, output_shape=None, input_shape=None) -> k
 
     Args:
         model: A convnet of valid convolutions and max-poolings (e.g. from
-            :func:`~emkit.models.convnet.build_convnet`), trained or not.
+            :func:`~emkit.models.convnet.build.build_convnet`), trained or not.
         output_shape: Spatial output size wanted, e.g. ``(512, 512)`` for a
             whole slice; the input is then ``output_shape + fov - 1``.
         input_shape: Spatial input size instead; ``None`` for both builds a

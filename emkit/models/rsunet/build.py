@@ -20,10 +20,10 @@ from keras import layers
 
 from emkit.errors import InputError
 from emkit.models import shapes
-from emkit.models.conv_blocks import apply_conv_block, apply_head
+from emkit.models.conv_blocks import apply_conv_block, apply_head, apply_upsample
 from emkit.models.layers import activation_layer, conv_class, max_pooling_class
-from emkit.models.spec import RSUNetSpec, per_axis, resolve_spec
-from emkit.models.unet import apply_upsample
+from emkit.models.rsunet.spec import RSUNetSpec
+from emkit.models.spec import per_axis, resolve_spec
 
 
 def apply_residual_block(x, filters: int, spec: RSUNetSpec, *, name: str):

@@ -1,8 +1,8 @@
-"""The ConvNet family: valid convolutions and max-pooling, as in N4, VD2D and VD2D-3D.
+"""The ConvNet builder: valid convolutions and max-pooling, as in N4, VD2D and VD2D-3D.
 
 These were trained as patch classifiers: an input the size of the field of view
 gives one output voxel. Larger valid inputs give outputs ``output_stride`` apart;
-:func:`emkit.models.dense.dense_model` gives the dense, full-resolution form.
+:func:`emkit.models.convnet.dense.dense_model` gives the dense, full-resolution form.
 
 References:
     D. Ciresan, A. Giusti, L. Gambardella, J. Schmidhuber. Deep neural networks
@@ -21,8 +21,9 @@ import keras
 
 from emkit.models import shapes
 from emkit.models.conv_blocks import apply_conv_block, apply_head
+from emkit.models.convnet.spec import ConvNetSpec
 from emkit.models.layers import max_pooling_class
-from emkit.models.spec import ConvNetSpec, per_axis, resolve_spec
+from emkit.models.spec import per_axis, resolve_spec
 
 
 def build_convnet(spec: ConvNetSpec | dict | None = None, **kwargs: Any) -> keras.Model:

@@ -16,37 +16,13 @@ import keras
 from keras import layers
 
 from emkit.models import shapes
-from emkit.models.conv_blocks import apply_conv_block, apply_head
+from emkit.models.conv_blocks import apply_conv_block, apply_head, apply_upsample
 from emkit.models.layers import (
-    conv_class,
-    conv_transpose_class,
     cropping_class,
     max_pooling_class,
-    upsampling_class,
 )
-from emkit.models.spec import UNetSpec, per_axis, resolve_spec
-
-
-def apply_upsample(x, filters: int, factor: tuple[int, ...], *, mode: str, name: str):
-    """Upsample by ``factor``: a transposed convolution, or nearest-neighbour + 1x1 conv.
-
-    Either way the result has ``filters`` channels. Layers: ``{name}_transpose``,
-    or ``{name}_nearest`` and ``{name}_conv``.
-
-    Args:
-        x: the input tensor.
-        filters: the output channels.
-        factor: the upsampling factor per axis.
-        mode: ``"transpose"`` or ``"nearest"``.
-        name: the layers' name prefix.
-    """
-    ndim = len(x.shape) - 2
-    if mode == "transpose":
-        return conv_transpose_class(ndim)(
-            filters, factor, strides=factor, padding="valid", name=f"{name}_transpose"
-        )(x)
-    x = upsampling_class(ndim)(factor, name=f"{name}_nearest")(x)
-    return conv_class(ndim)(filters, 1, name=f"{name}_conv")(x)
+from emkit.models.spec import per_axis, resolve_spec
+from emkit.models.unet.spec import UNetSpec, unet_skip_crops
 
 
 def build_unet(spec: UNetSpec | dict | None = None, **kwargs: Any) -> keras.Model:
@@ -69,7 +45,7 @@ def build_unet(spec: UNetSpec | dict | None = None, **kwargs: Any) -> keras.Mode
         shapes.output_shape(spec, spec.input_shape)  # raises on an invalid size
     kernel = per_axis(spec.kernel, ndim)
     pools = spec.pool_factors()
-    crops = shapes.unet_skip_crops(spec)
+    crops = unet_skip_crops(spec)
 
     def block(x, level, name):
         convs = [(kernel, spec.level_filters(level))] * spec.convs_per_level
@@ -112,4 +88,4 @@ def build_unet(spec: UNetSpec | dict | None = None, **kwargs: Any) -> keras.Mode
     return keras.Model(inputs, outputs, name=spec.name)
 
 
-__all__ = ["apply_upsample", "build_unet"]
+__all__ = ["build_unet"]
