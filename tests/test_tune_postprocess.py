@@ -154,7 +154,7 @@ def test_study_persists_and_resumes_to_n_finished_trials(cells_2d, tmp_path):
 
 
 def test_pareto_study_writes_a_front_of_split_and_merge(cells_2d, tmp_path):
-    from emkit.tune.postprocess import pareto_csv
+    from emkit.tune.tables import pareto_csv
 
     boundaries, gt = cells_2d
     result = tune_postprocess(boundaries, gt, method="watershed_2d", n_trials=6, pareto=True,

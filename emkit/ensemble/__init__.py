@@ -9,9 +9,10 @@ prediction is the weighted mean of the members' tiled predictions::
     save_ensemble(ensemble, "ensemble.yaml")
     pred = predict_ensemble(load_predictor("ensemble.yaml"), raw)      # (Z, Y, X, C)
 
-- :mod:`~emkit.ensemble.model`: the :class:`Ensemble` file (load, save, sha256
-  checks) and :func:`predict_ensemble` (members of any architecture and field
-  of view, in memory or out of core).
+- :mod:`~emkit.ensemble.file`: the :class:`Ensemble` file (load, save, sha256
+  checks).
+- :mod:`~emkit.ensemble.model`: :func:`predict_ensemble`, the weighted mean of the
+  members (of any architecture and field of view, in memory or out of core).
 - :mod:`~emkit.ensemble.weights`: member weights fitted on validation sections
   (least cross-entropy on the simplex).
 - :mod:`~emkit.ensemble.train`: :func:`train_ensemble`, K runs of a recipe as
@@ -22,10 +23,9 @@ and the recipes (training runs them); the ``emkit ensemble`` command sits on top
 Importing this package imports no Keras.
 """
 
-from emkit.ensemble.model import (
+from emkit.ensemble.file import (
     Ensemble,
     Member,
-    check_members,
     file_sha256,
     is_ensemble_file,
     load_ensemble,
@@ -33,10 +33,10 @@ from emkit.ensemble.model import (
     load_predictor,
     make_ensemble,
     normalize_weights,
-    predict_ensemble,
     save_ensemble,
     with_weights,
 )
+from emkit.ensemble.model import check_members, predict_ensemble
 from emkit.ensemble.train import EnsembleRun, train_ensemble
 from emkit.ensemble.weights import WeightFit, fit_validation_weights, fit_weights
 

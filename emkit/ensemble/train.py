@@ -166,7 +166,7 @@ def train_ensemble(recipe, *, members: int, overrides=(), quick: bool = False, o
         InputError: ``members`` < 1, or a folder that holds another ensemble.
         OverwriteError: the folder holds other files and ``overwrite`` is False.
     """
-    from emkit.ensemble.model import make_ensemble, save_ensemble
+    from emkit.ensemble.file import make_ensemble, save_ensemble
     from emkit.recipes import dump_recipe, flatten, load_recipe, recipe_to_dict
     from emkit.recipes.folder import git_commit
     from emkit.recipes.run import run_recipe

@@ -56,6 +56,7 @@ from emkit.tune.study import (
     RUNNING,
     TrialPruned,
     TrialSeededSampler,
+    claim_study,
     fail_stale_trials,
     log_warnings_only,
     make_pruner,
@@ -229,7 +230,12 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
             direction=direction, sampler=TrialSeededSampler(seed), pruner=pruner))
     with sqlite_lock(uri):
         _retrying(lambda: MlflowTracker(uri).ensure_store())
-    _claim_study(study, metric=metric, direction=direction, recipe=base.name)
+    if study.direction.name.lower() != direction:
+        raise InputError(
+            f"study {study.study_name!r} exists and is set to {study.direction.name.lower()}; "
+            f"this search would {direction} {metric}: choose another study name"
+        )
+    claim_study(study, {"metric": metric, "recipe": base.name})
     root = Path(output_root or base.run.output_root) / f"tune-{name}"
     parent = _parent_run(study, uri, base.tracking.experiment, tags={
         STUDY_TAG: name, ROLE_TAG: "study", "emkit.recipe": base.name, "emkit.metric": metric,
@@ -245,24 +251,6 @@ def search_recipe(recipe: str, space: str | Path, *, n_trials: int, overrides=()
         study.optimize(objective, timeout=timeout, callbacks=callbacks, gc_after_trial=True)
     return _summarize(study, params=params, metric=metric, n_trials=n_trials, parent=parent,
                       uri=uri, folder=root / "study", storage=url)
-
-
-def _claim_study(study, *, metric: str, direction: str, recipe: str) -> None:
-    """Records what the study optimizes; refuses a process that wants something else."""
-    if study.direction.name.lower() != direction:
-        raise InputError(
-            f"study {study.study_name!r} exists and is set to {study.direction.name.lower()}; "
-            f"this search would {direction} {metric}: choose another study name"
-        )
-    attrs = study.user_attrs
-    for key, value in (("metric", metric), ("recipe", recipe)):
-        if key not in attrs:
-            study.set_user_attr(key, value)
-        elif attrs[key] != value:
-            raise InputError(
-                f"study {study.study_name!r} searches {key} {attrs[key]!r}, not {value!r}: "
-                "choose another study name"
-            )
 
 
 def _objective(study, *, recipe, params, overrides, quick, metric, root: Path, uri, parent):

@@ -17,13 +17,8 @@ import numpy as np
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.io import write_text
-from emkit.tune.postprocess import (
-    THRESHOLD_GRID,
-    TuneResult,
-    pareto_csv,
-    trials_csv,
-    tune_postprocess,
-)
+from emkit.tune.postprocess import THRESHOLD_GRID, TuneResult, tune_postprocess
+from emkit.tune.tables import pareto_csv, trials_csv
 
 
 @dataclass

@@ -47,13 +47,8 @@ is the command on a run folder.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import inspect
-import io
-import json
-import math
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,7 +190,15 @@ def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None
     """
 
     from emkit.tune import study as optuna_study
-    from emkit.tune.study import COMPLETE, RUNNING, WAITING, open_study, storage_url
+    from emkit.tune.study import (
+        COMPLETE,
+        RUNNING,
+        WAITING,
+        claim_study,
+        open_study,
+        optimize_with_bar,
+        storage_url,
+    )
 
     pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
                                              voxel_size_nm, n_trials)
@@ -218,7 +221,7 @@ def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None
         study = open_study(study_name, storage=storage, sampler=sampler,
                            direction=None if pareto else direction,
                            directions=["maximize", "maximize"] if pareto else None)
-        _claim_study(study, storage, {
+        claim_study(study, {
             "emkit.method": method, "emkit.metric": metric, "emkit.pareto": bool(pareto),
             "emkit.data_sha256": digest, "emkit.base_options": base,
             "emkit.thresholds": list(grid) if method == "affinity_watershed" else None,
@@ -259,10 +262,10 @@ def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None
                 trial.set_user_attr(key, best[key])
             return (best["rand_split"], best["rand_merge"]) if pareto else best[metric]
 
-        done = _n_complete(study)
-        remaining = n_trials - done
+        remaining = n_trials - len(study.get_trials(deepcopy=False, states=(COMPLETE,)))
         if remaining > 0:
-            _optimize(study, objective, n_trials, remaining, timeout, progress, pareto)
+            optimize_with_bar(study, objective, n_trials=n_trials, remaining=remaining,
+                              timeout=timeout, progress=progress, show_best=not pareto)
         return _result(study, method, metric, direction, base, storage, pareto)
 
 
@@ -423,52 +426,6 @@ def _digest(pred, gt, scored) -> str:
     return h.hexdigest()
 
 
-def _claim_study(study, storage, attrs):
-    """Marks a new study with its setup, or checks that an existing one has the same."""
-    attrs = json.loads(json.dumps(to_plain(attrs)))
-    existing = study.user_attrs
-    if not existing:
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-        return
-    for key, value in attrs.items():
-        if key in existing and existing[key] != value:
-            what = "data (prediction and labels)" if key == "emkit.data_sha256" else \
-                f"{key.split('.', 1)[1]} {existing[key]!r}"
-            raise InputError(
-                f"study {study.study_name!r} in {storage} was made for {what}; this call has "
-                f"{'other data' if key == 'emkit.data_sha256' else repr(value)}; name a new "
-                "study (--study NAME) to tune this setup"
-            )
-
-
-def _n_complete(study) -> int:
-    from emkit.tune.study import COMPLETE
-
-    return len(study.get_trials(deepcopy=False, states=(COMPLETE,)))
-
-
-def _optimize(study, objective, n_trials, remaining, timeout, progress, pareto):
-    from tqdm import tqdm
-
-    from emkit.tune.study import COMPLETE, max_trials
-
-    bar = tqdm(total=remaining, desc=study.study_name, unit="trial", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
-
-    def update(study, trial):
-        if not pareto and trial.state == COMPLETE:
-            bar.set_postfix(best=f"{study.best_value:.4f}", refresh=False)
-        bar.update(1)
-
-    stop = max_trials(n_trials)
-    try:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, update],
-                       gc_after_trial=False)
-    finally:
-        bar.close()
-
-
 def _result(study, method, metric, direction, base, storage, pareto) -> TuneResult:
     from emkit.tune.study import COMPLETE
 
@@ -514,52 +471,6 @@ def trial_options(trial, method: str, base: dict) -> dict:
     return options
 
 
-# --------------------------------------------------------------------------- files
-
-
-def trials_csv(study, metric: str) -> str:
-    """Every trial as CSV: number, state, values, the metric, split, merge, threshold, params.
-
-    Args:
-        study: the study.
-        metric: the metric column's name.
-    """
-    trials = study.get_trials(deepcopy=False)
-    names = sorted({k for t in trials for k in t.params} - {"threshold"})  # its own column
-    values = ["rand_split_value", "rand_merge_value"] if len(study.directions) > 1 else ["value"]
-    header = ["number", "state", *values, metric, "rand_split", "rand_merge", "threshold",
-              "default", "duration_s", *names]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for t in trials:
-        a = t.user_attrs
-        duration = t.duration.total_seconds() if t.duration is not None else ""
-        writer.writerow([
-            t.number, t.state.name, *(_cell(v) for v in (t.values or [""] * len(values))),
-            *(_cell(a.get(k, "")) for k in (metric, "rand_split", "rand_merge", "threshold")),
-            int(bool(a.get(DEFAULT_ATTR))), _cell(duration), *(_cell(t.params.get(k, "")) for k in names),
-        ])
-    return out.getvalue()
-
-
-def pareto_csv(result: TuneResult) -> str:
-    """The Pareto front as CSV, one operating point a row, with its ``--set`` override."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "rand_split", "rand_merge", result.metric, "override"])
-    for row in result.pareto_front:
-        writer.writerow([row["trial"], _cell(row["rand_split"]), _cell(row["rand_merge"]),
-                         _cell(row[result.metric]), options_override(row["options"])])
-    return out.getvalue()
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return value
-
-
 __all__ = [
     "DEFAULT_METRIC",
     "OBJECTIVES",
@@ -568,10 +479,8 @@ __all__ = [
     "THRESHOLD_GRID",
     "TuneResult",
     "options_override",
-    "pareto_csv",
     "score_options",
     "suggest_options",
     "trial_options",
-    "trials_csv",
     "tune_postprocess",
 ]

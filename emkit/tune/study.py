@@ -21,6 +21,8 @@ killed trials, quiet logging and the study's plots (:func:`study_plots`).
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from optuna.trial import TrialState
 
 from emkit.errors import InputError
 from emkit.io._common import atomic_path
+from emkit.io.plain import to_plain
 
 COMPLETE, PRUNED, RUNNING, WAITING = (TrialState.COMPLETE, TrialState.PRUNED,
                                       TrialState.RUNNING, TrialState.WAITING)
@@ -180,6 +183,68 @@ def max_trials(n_trials: int, states=(COMPLETE,)):
         states: which trial states count.
     """
     return optuna.study.MaxTrialsCallback(n_trials, states=states)
+
+
+def claim_study(study, attrs: dict) -> None:
+    """Marks a study with what it was made for, or refuses a caller that wants other things.
+
+    Every process that works on a shared study calls this first, so that two searches of
+    different setups never mix their trials under one name.
+
+    Args:
+        study: the study.
+        attrs: user attributes (JSON-able) that every caller must share, e.g. the metric,
+            the recipe, or a digest of the data.
+
+    Raises:
+        InputError: the study was made with another value of one of ``attrs``.
+    """
+    attrs = json.loads(json.dumps(to_plain(attrs)))
+    existing = study.user_attrs
+    for key, value in attrs.items():
+        if key not in existing:
+            study.set_user_attr(key, value)
+        elif existing[key] != value:
+            name = key.split(".", 1)[-1]
+            raise InputError(
+                f"study {study.study_name!r} was made for {name} {_short(existing[key])}; this "
+                f"call has {_short(value)}: name a new study (--study NAME) for this setup"
+            )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def optimize_with_bar(study, objective, *, n_trials: int, remaining: int, timeout=None,
+                      progress: bool = True, show_best: bool = True) -> None:
+    """Runs ``objective`` until the study holds ``n_trials`` complete trials, with a bar.
+
+    Args:
+        study: the study.
+        objective: the function Optuna calls per trial.
+        n_trials: complete trials the study should end with (other processes count).
+        remaining: trials this call expects to run (the bar's length).
+        timeout: seconds, or None.
+        progress: show the progress bar (on stderr).
+        show_best: show the best value so far (single-objective studies).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=remaining, desc=study.study_name, unit="trial", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+
+    def update(study, trial):
+        if show_best and trial.state == COMPLETE:
+            bar.set_postfix(best=f"{study.best_value:.4f}", refresh=False)
+        bar.update(1)
+
+    try:
+        study.optimize(objective, n_trials=remaining, timeout=timeout,
+                       callbacks=[max_trials(n_trials), update], gc_after_trial=False)
+    finally:
+        bar.close()
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -340,6 +405,7 @@ def study_plots(study, folder, *, target_name: str = "objective") -> tuple[list[
 
 
 __all__ = ["COMPLETE", "DEFAULT_STORAGE", "PRUNED", "PRUNERS", "RUNNING", "WAITING",
-           "TrialPruned", "TrialSeededSampler", "fail_stale_trials", "log_warnings_only", "make_pruner",
-           "max_trials", "open_storage", "open_study", "quiet", "requeue",
+           "TrialPruned", "TrialSeededSampler", "claim_study", "fail_stale_trials",
+           "log_warnings_only", "make_pruner", "max_trials", "open_storage", "open_study",
+           "optimize_with_bar", "quiet", "requeue",
            "retried_trial_number", "sqlite_lock", "storage_url", "study_plots", "tpe_sampler"]
