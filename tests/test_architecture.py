@@ -16,12 +16,13 @@ PACKAGE = ROOT / "emkit"
 #: The packages (and top-level modules) in pipeline order: each may import only from
 #: itself and the ones before it. README's "where things live" lists them in this order.
 ORDER = ["errors", "io", "datasets", "preprocess", "targets", "augment", "models", "sampling",
-         "training", "inference", "postprocess", "metrics", "export", "tracking", "tune",
-         "align", "blockwise", "recipes", "ensemble", "cli"]
+         "training", "inference", "postprocess", "metrics", "export", "tracking", "view",
+         "tune", "align", "blockwise", "recipes", "ensemble", "cli"]
 
 #: Third-party integrations and the one module that may import each.
 INTEGRATIONS = {"mlflow": "emkit.tracking", "distributed": "emkit.blockwise.cluster",
-                "dask": "emkit.blockwise.cluster", "optuna": "emkit.tune.study"}
+                "dask": "emkit.blockwise.cluster", "optuna": "emkit.tune.study",
+                "neuroglancer": "emkit.view"}
 
 
 def modules() -> dict[str, Path]:
@@ -116,7 +117,7 @@ def test_each_integration_is_imported_by_one_module():
 
 
 @pytest.mark.parametrize("name", ["io", "targets", "postprocess", "metrics", "datasets",
-                                  "preprocess", "export", "tracking"])
+                                  "preprocess", "export", "tracking", "view"])
 def test_the_numpy_stages_load_no_tensorflow_or_keras(name):
     code = (f"import sys, json; import emkit.{name}; "
             "print(json.dumps(sorted(m for m in sys.modules "

@@ -41,6 +41,8 @@ def folder(tmp_path_factory):
     np.save(d / "affs_last.npy", rng.random((4, 16, 16, 3)).astype(np.float32))
     np.save(d / "affs_two.npy", rng.random((2, 4, 16, 16)).astype(np.float32))
     np.save(d / "raw_big.npy", rng.integers(0, 256, (2, 8, 8), dtype=np.uint8))
+    np.save(d / "labels4d.npy", np.zeros((3, 2, 8, 8), np.int32))
+    np.save(d / "one_channel.npy", np.zeros((1, 2, 8, 8), np.float32))
     (d / "not_a_tiff.tif").write_text("text, not a TIFF")
     (d / "text.keras").write_text("hello")
     (d / "regular.txt").write_text("x")
@@ -264,6 +266,20 @@ CASES = [
     ("ui-port-zero", "ui --port 0", ["--port"]),
     ("ui-port-too-large", "ui --port 70000", ["--port"]),
     ("ui-port-text", "ui --port web", ["--port"]),
+    # ------------------------------------------------------------------ view
+    ("view-nothing", "view", ["no volumes"]),
+    ("view-missing-file", "view {d}/nope.h5:raw", ["nope.h5"]),
+    ("view-missing-key", "view {d}/raw.h5:volumes/nope", ["volumes/nope", "volumes/raw"]),
+    ("view-bad-spec", "view {d}/raw.xyz", ["raw.xyz", "format"]),
+    ("view-2d", "view {d}/image.tif", ["image.tif", "(1, y, x)"]),
+    ("view-channels-last", "view {d}/raw4d.npy {d}/affs_last.npy", ["affs_last.npy", "channels first"]),
+    ("view-4d-one-channel", "view {d}/one_channel.npy", ["one_channel.npy", "2 or more"]),
+    ("view-4d-integers", "view {d}/labels4d.npy", ["labels4d.npy", "int32", "uint8"]),
+    ("view-segmentation-4d", "view --segmentation {d}/affs.npy", ["affs.npy", "3D (z, y, x)"]),
+    ("view-segmentation-floats", "view --segmentation {d}/bmap.npy", ["bmap.npy", "integer"]),
+    ("view-affinities-3d", "view --affinities {d}/seg.npy", ["seg.npy", "(c, z, y, x)"]),
+    ("view-port-too-large", "view {d}/seg.npy --port 70000", ["--port", "70000"]),
+    ("view-port-text", "view {d}/seg.npy --port web", ["--port"]),
 ]
 
 

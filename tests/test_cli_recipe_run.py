@@ -18,6 +18,14 @@ def test_recipe_run_ends_with_the_summary(shared_data, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("result       isbi_n4: Rand full ")
     assert any(line.startswith("model        ") and "model.keras" in line for line in lines)
+    (view,) = [line.split()[1:] for line in lines if line.startswith("view         ")]
+    volumes = tmp_path / "run" / "outputs" / "validation.h5"
+    assert view == ["emkit", "view", *(f"{volumes}:{key}" for key in ("raw", "pred", "seg"))]
+    from emkit.view import plan_layers
+
+    shown = plan_layers([(None, spec) for spec in view[2:]])
+    assert [layer.kind for layer in shown] == ["image", "image", "segmentation"]
+    assert shown[0].volume.shape == shown[2].volume.shape
     assert (tmp_path / "run" / "model.keras").is_file()
     assert main(args) == 2  # a finished run is not replaced without --overwrite
     assert "--overwrite" in capsys.readouterr().err

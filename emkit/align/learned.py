@@ -30,6 +30,7 @@ import sys
 import keras
 import numpy as np
 
+from emkit.align import transforms as xforms
 from emkit.align.generator import motions_to_transforms
 from emkit.align.learned_model import (
     CUSTOM_OBJECTS,
@@ -37,18 +38,6 @@ from emkit.align.learned_model import (
     coordinate_error,
     standardize,
     transform_kind,
-)
-from emkit.align.transforms import (
-    Transforms,
-    apply_transforms,
-    compose,
-    concatenate,
-    from_translations,
-    identity_transforms,
-    invert,
-    normalized_to_affine,
-    sampling_grid,
-    valid_mask,
 )
 from emkit.errors import InputError
 
@@ -89,10 +78,10 @@ def draw_pair(stack, rng, *, crop: int, motions: dict):
     x0 = int(rng.integers(margin, width - crop - margin + 1))
     reference = stack[z, y0:y0 + crop, x0:x0 + crop]
     big = stack[n, y0 - margin:y0 + crop + margin, x0 - margin:x0 + crop + margin]
-    sample = compose(from_translations([[margin, margin]]), invert(truth))
-    moving = apply_transforms(big[None].astype(np.float32), sample, order=1,
+    sample = xforms.compose(xforms.from_translations([[margin, margin]]), xforms.invert(truth))
+    moving = xforms.apply_transforms(big[None].astype(np.float32), sample, order=1,
                               output_shape=(crop, crop))[0]
-    coords = np.moveaxis(sampling_grid(truth, 0, (crop, crop)), 0, -1).astype(np.float32)
+    coords = np.moveaxis(xforms.sampling_grid(truth, 0, (crop, crop)), 0, -1).astype(np.float32)
     return standardize(moving), standardize(reference), coords
 
 
@@ -196,9 +185,9 @@ def load_training_stack(recipe):
         from emkit.align.xcorr import align_xcorr
 
         transforms = align_xcorr(stack, progress=True)
-        stack = apply_transforms(stack, transforms)
+        stack = xforms.apply_transforms(stack, transforms)
         # Crop the border that some section does not cover.
-        valid = valid_mask(transforms, stack.shape[1:]).all(0)
+        valid = xforms.valid_mask(transforms, stack.shape[1:]).all(0)
         rows, cols = np.flatnonzero(valid.all(1)), np.flatnonzero(valid.all(0))
         if len(rows) and len(cols):
             stack = stack[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
@@ -218,7 +207,7 @@ def load_align_model(path) -> keras.Model:
     return model
 
 
-def transform_to_transforms(transform, kind: str, shape) -> Transforms:
+def transform_to_transforms(transform, kind: str, shape) -> xforms.Transforms:
     """The network's output for one pair as :class:`~emkit.align.transforms.Transforms`.
 
     Args:
@@ -228,15 +217,15 @@ def transform_to_transforms(transform, kind: str, shape) -> Transforms:
     """
     transform = np.asarray(transform, np.float64)
     if kind == "affine":
-        return normalized_to_affine(transform.reshape(-1, 2, 3), shape)
+        return xforms.normalized_to_affine(transform.reshape(-1, 2, 3), shape)
     flow = transform.reshape(-1, *transform.shape[-3:])
     if flow.shape[1:3] != tuple(shape):
         raise InputError(f"flow of shape {flow.shape[1:3]} does not match the images {tuple(shape)}")
-    return Transforms(np.repeat(np.eye(3)[None], len(flow), 0), flow.astype(np.float32))
+    return xforms.Transforms(np.repeat(np.eye(3)[None], len(flow), 0), flow.astype(np.float32))
 
 
 def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
-                  progress: bool = False) -> Transforms:
+                  progress: bool = False) -> xforms.Transforms:
     """Aligns a stack with a trained pair model (see the module docstring).
 
     Args:
@@ -266,7 +255,7 @@ def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
         model = load_align_model(model)
     kind = transform_kind(model)
     shape = raw.shape[1:]
-    chain = [identity_transforms(1)]
+    chain = [xforms.identity_transforms(1)]
     reference = 0
     aligned_ref = raw[0].astype(np.float32)
     ref_valid = np.ones(shape, bool)
@@ -276,24 +265,25 @@ def align_learned(raw, model, *, prealign: str = "xcorr", drift_sigma=10.0,
             chain.append(chain[reference])
             if np.ptp(raw[z]) > 0:
                 reference, aligned_ref = z, raw[z].astype(np.float32)
-                ref_valid = valid_mask(chain[z], shape)[0]
+                ref_valid = xforms.valid_mask(chain[z], shape)[0]
             continue
-        pair = identity_transforms(1)
+        pair = xforms.identity_transforms(1)
         if prealign == "xcorr":
-            pair = from_translations(-estimate_shift(raw[reference], raw[z])[None])
-        initial = compose(pair, chain[reference], shape=shape)
-        moving = apply_transforms(raw[z][None].astype(np.float32), initial)[0]
-        moving_valid = valid_mask(initial, shape)[0]
+            pair = xforms.from_translations(-estimate_shift(raw[reference], raw[z])[None])
+        initial = xforms.compose(pair, chain[reference], shape=shape)
+        moving = xforms.apply_transforms(raw[z][None].astype(np.float32), initial)[0]
+        moving_valid = xforms.valid_mask(initial, shape)[0]
         x = {"moving": standardize(moving, moving_valid)[None, ..., None],
              "reference": standardize(aligned_ref, ref_valid)[None, ..., None]}
         out = model(x, training=False)
         residual = transform_to_transforms(keras.ops.convert_to_numpy(out["transform"]), kind,
                                            shape)
-        chain.append(compose(initial, residual, shape=shape))
+        chain.append(xforms.compose(initial, residual, shape=shape))
         reference = z
-        aligned_ref = apply_transforms(raw[z][None].astype(np.float32), chain[z])[0]
-        ref_valid = valid_mask(chain[z], shape)[0]
-    return remove_drift(concatenate(chain, shape=shape), shape=shape, sigma=drift_sigma or None)
+        aligned_ref = xforms.apply_transforms(raw[z][None].astype(np.float32), chain[z])[0]
+        ref_valid = xforms.valid_mask(chain[z], shape)[0]
+    return remove_drift(xforms.concatenate(chain, shape=shape), shape=shape,
+                        sigma=drift_sigma or None)
 
 
 __all__ = ["PairSampler", "align_learned", "draw_pair", "load_align_model",

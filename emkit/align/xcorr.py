@@ -50,16 +50,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-from emkit.align.transforms import (
-    Transforms,
-    apply_transforms,
-    compose,
-    concatenate,
-    from_translations,
-    identity_transforms,
-    map_points,
-    valid_mask,
-)
+from emkit.align import transforms as xforms
 from emkit.errors import InputError
 
 REFINEMENTS = ("none", "affine", "elastic")
@@ -70,7 +61,7 @@ MIN_AGREEMENT = 0.5
 
 def align_xcorr(raw, *, refine="none", drift_sigma=10.0, upsample_factor=20, coarse_factor=4,
                 smooth_sigma=1.0, block_size=None, residual_threshold=2.0, elastic_sigma=2.0,
-                seed=0, progress=False) -> Transforms:
+                seed=0, progress=False) -> xforms.Transforms:
     """Aligns a stack by cross-correlating neighbouring sections (see the module docstring).
 
     Args:
@@ -112,20 +103,20 @@ def align_xcorr(raw, *, refine="none", drift_sigma=10.0, upsample_factor=20, coa
     }
     from tqdm import tqdm
 
-    chain = [identity_transforms(1)]
+    chain = [xforms.identity_transforms(1)]
     reference = 0  # the last section with an image; blank sections are skipped over
     for z in tqdm(range(1, len(raw)), desc="align", unit="section", disable=not progress,
                   file=sys.stderr):
         pair = register_pair(raw[reference], raw[z], **options)
-        chain.append(compose(pair, chain[reference], shape=shape))
+        chain.append(xforms.compose(pair, chain[reference], shape=shape))
         if np.ptp(raw[z]) > 0:
             reference = z
-    return remove_drift(concatenate(chain), shape=shape, sigma=drift_sigma)
+    return remove_drift(xforms.concatenate(chain), shape=shape, sigma=drift_sigma)
 
 
 def register_pair(reference, moving, *, refine="none", upsample_factor=20, coarse_factor=4,
                   smooth_sigma=1.0, block_size=64, residual_threshold=2.0, elastic_sigma=2.0,
-                  seed=0) -> Transforms:
+                  seed=0) -> xforms.Transforms:
     """The transform (one section) with ``reference(p) ~ moving(P(p))``.
 
     See :func:`align_xcorr` for the arguments. A blank section (constant) gives the
@@ -134,10 +125,10 @@ def register_pair(reference, moving, *, refine="none", upsample_factor=20, coars
     reference = np.asarray(reference, dtype=np.float32)
     moving = np.asarray(moving, dtype=np.float32)
     if np.ptp(reference) == 0 or np.ptp(moving) == 0:
-        return identity_transforms(1)
+        return xforms.identity_transforms(1)
     shift = estimate_shift(reference, moving, upsample_factor=upsample_factor,
                            coarse_factor=coarse_factor, smooth_sigma=smooth_sigma)
-    pair = from_translations(-shift[None])
+    pair = xforms.from_translations(-shift[None])
     if refine != "none":
         pair = _refine_affine(reference, moving, pair, block_size, upsample_factor,
                               smooth_sigma, residual_threshold, seed)
@@ -189,8 +180,8 @@ def _hann(shape):
 
 def _block_shifts(reference, moving, pair, size, upsample_factor, smooth_sigma):
     """Shifts of blocks on a grid (step size / 2): centres (gy, gx, 2), shifts (NaN: none)."""
-    warped = apply_transforms(moving[None], pair, order=1)[0]
-    valid = valid_mask(pair, moving.shape)[0]
+    warped = xforms.apply_transforms(moving[None], pair, order=1)[0]
+    valid = xforms.valid_mask(pair, moving.shape)[0]
     reference = ndi.gaussian_filter(reference, smooth_sigma)
     warped = ndi.gaussian_filter(warped, smooth_sigma)
     step = size // 2
@@ -227,7 +218,7 @@ def _refine_affine(reference, moving, pair, size, upsample_factor, smooth_sigma,
                             residual_threshold=threshold, max_trials=200, rng=seed)
     if model is None or inliers is None or inliers.sum() < max(6, MIN_AGREEMENT * len(src)):
         return pair  # the blocks do not agree on one affine map: keep the translation
-    return compose(pair, Transforms(np.asarray(model.params)[None]))
+    return xforms.compose(pair, xforms.Transforms(np.asarray(model.params)[None]))
 
 
 def _refine_elastic(reference, moving, pair, size, upsample_factor, smooth_sigma, threshold,
@@ -255,10 +246,10 @@ def _refine_elastic(reference, moving, pair, size, upsample_factor, smooth_sigma
     grid = np.meshgrid(*coords, indexing="ij")
     field = -np.stack([ndi.map_coordinates(smooth[..., k], grid, order=3, mode="nearest")
                        for k in range(2)], -1)
-    return compose(pair, Transforms(np.eye(3)[None], field[None]))
+    return xforms.compose(pair, xforms.Transforms(np.eye(3)[None], field[None]))
 
 
-def remove_drift(transforms: Transforms, *, shape, sigma=None) -> Transforms:
+def remove_drift(transforms: xforms.Transforms, *, shape, sigma=None) -> xforms.Transforms:
     """Removes the mean affine motion and, with ``sigma``, the slow trend over z.
 
     Two parts of each ``T_z`` are detrended over z: its 2 x 2 linear part ``L_z``
@@ -279,16 +270,16 @@ def remove_drift(transforms: Transforms, *, shape, sigma=None) -> Transforms:
     undo = np.repeat(np.eye(3)[None], len(linear), axis=0)
     undo[:, :2, :2] = np.linalg.inv(trend)
     undo[:, :2, 2] = center - undo[:, :2, :2] @ center
-    transforms = compose(transforms, Transforms(undo), shape=shape)
-    shifts = map_points(transforms, center[None])[:, 0] - center
+    transforms = xforms.compose(transforms, xforms.Transforms(undo), shape=shape)
+    shifts = xforms.map_points(transforms, center[None])[:, 0] - center
     trend = local_trend(shifts, sigma) if sigma else np.zeros_like(shifts)
     trend += (shifts - trend).mean(axis=0)
-    transforms = compose(transforms, from_translations(-trend), shape=shape)
+    transforms = xforms.compose(transforms, xforms.from_translations(-trend), shape=shape)
     if transforms.fields is None:
         return transforms
     fields = transforms.fields
     slow = local_trend(fields, sigma) if sigma else fields.mean(axis=0, keepdims=True)
-    return Transforms(transforms.matrices, fields - slow)
+    return xforms.Transforms(transforms.matrices, fields - slow)
 
 
 def local_trend(values, sigma) -> np.ndarray:

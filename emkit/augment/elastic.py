@@ -34,14 +34,7 @@ import elasticdeform
 import numpy as np
 import scipy.ndimage
 
-from emkit.augment.base import (
-    Augmentation,
-    check_choice,
-    check_int,
-    check_range,
-    map_ids_exactly,
-    uniform,
-)
+from emkit.augment import base
 from emkit.augment.geometric import rotation_margin
 from emkit.errors import InputError
 
@@ -88,7 +81,7 @@ def warp(array, displacement, *, order, out_shape=None, axes=(1, 2), box_shape=N
         outside the box are 0. Integer ids at order 0 are kept exactly, even above 2**53.
     """
     if order == 0 and array.dtype.kind in "iu":
-        return map_ids_exactly(array, lambda ids: _warp(
+        return base.map_ids_exactly(array, lambda ids: _warp(
             ids, displacement, order=0, out_shape=out_shape, axes=axes, box_shape=box_shape,
             angle=angle,
         ))
@@ -124,7 +117,7 @@ def _centred(outer, inner):
     return tuple(slice((o - i) // 2, (o - i) // 2 + i) for o, i in zip(outer, inner))
 
 
-class Elastic(Augmentation):
+class Elastic(base.Augmentation):
     """Elastic warp of raw and labels through one random field (see the module docstring).
 
     Args:
@@ -155,14 +148,15 @@ class Elastic(Augmentation):
         angle=None,
     ):
         super().__init__(p=p)
-        self.sigma = check_range(sigma, "elastic: sigma", low=0, high=1e4)
-        self.spacing = check_range(spacing, "elastic: spacing", low=1)[0]
-        self.spacing_z = check_range(spacing_z, "elastic: spacing_z", low=1)[0]
-        self.mode = check_choice(mode, "elastic: mode", MODES)
-        self.order = check_choice(check_int(order, "elastic: order"), "elastic: order", (1, 3))
+        self.sigma = base.check_range(sigma, "elastic: sigma", low=0, high=1e4)
+        self.spacing = base.check_range(spacing, "elastic: spacing", low=1)[0]
+        self.spacing_z = base.check_range(spacing_z, "elastic: spacing_z", low=1)[0]
+        self.mode = base.check_choice(mode, "elastic: mode", MODES)
+        self.order = base.check_choice(base.check_int(order, "elastic: order"), "elastic: order",
+                                       (1, 3))
         self.angle = None
         if angle is not None:
-            self.angle = check_range(angle, "elastic: angle", low=-360, high=360)
+            self.angle = base.check_range(angle, "elastic: angle", low=-360, high=360)
         if self.angle is not None and self.mode == "3d":
             raise InputError("elastic: angle works with mode 'section' only, got mode '3d'")
 
@@ -182,11 +176,11 @@ class Elastic(Augmentation):
         axes = self._axes()
         spacing = {0: self.spacing_z, 1: self.spacing, 2: self.spacing}
         points = [control_points(shape[a], spacing[a]) for a in axes]
-        sigma = uniform(rng, self.sigma)
+        sigma = base.uniform(rng, self.sigma)
         displacement = rng.standard_normal((len(axes), *points)) * sigma
         params = {"displacement": bound_displacement(displacement, 3 * self.sigma[1])}
         if self.angle is not None:
-            params["angle"] = uniform(rng, self.angle)
+            params["angle"] = base.uniform(rng, self.angle)
         return params
 
     def apply(self, raw, labels, params, out_shapes=None):

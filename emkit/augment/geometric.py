@@ -15,14 +15,7 @@ import cv2
 import numpy as np
 import scipy.ndimage
 
-from emkit.augment.base import (
-    Augmentation,
-    check_choice,
-    check_int,
-    check_range,
-    map_ids_exactly,
-    uniform,
-)
+from emkit.augment import base
 from emkit.errors import InputError
 
 AXES = ("z", "y", "x")
@@ -112,7 +105,7 @@ def rotate_yx(array, angle, *, order, out_shape=None):
     if order == 0 and array.dtype not in (np.uint8, np.uint16, np.float32):
         full = np.eye(3)
         full[1:, 1:] = matrix
-        return map_ids_exactly(array, lambda ids: scipy.ndimage.affine_transform(
+        return base.map_ids_exactly(array, lambda ids: scipy.ndimage.affine_transform(
             ids, full, offset=(0, *offset), output_shape=out_shape, order=0, cval=0
         ))
     # OpenCV takes (x, y): swap the axes of the inverse map.
@@ -170,7 +163,7 @@ def square_margin(shape):
 # ---------------------------------------------------------------------------- classes
 
 
-class Flip(Augmentation):
+class Flip(base.Augmentation):
     """Mirrors raw and labels along each of ``axes`` with probability 1/2.
 
     Args:
@@ -184,7 +177,7 @@ class Flip(Augmentation):
         super().__init__(p=p)
         axes = tuple(axes)
         for axis in axes:
-            check_choice(axis, "flip: axes entry", AXES)
+            base.check_choice(axis, "flip: axes entry", AXES)
         self.axes = axes
 
     def draw(self, rng, shape):
@@ -194,7 +187,7 @@ class Flip(Augmentation):
         return flip(raw, params["axes"]), flip(labels, params["axes"])
 
 
-class Transpose(Augmentation):
+class Transpose(base.Augmentation):
     """Swaps y and x of raw and labels (a non-square crop reads a square one first).
 
     Args:
@@ -213,7 +206,7 @@ class Transpose(Augmentation):
         return transpose_yx(raw), transpose_yx(labels)
 
 
-class Rotate90(Augmentation):
+class Rotate90(base.Augmentation):
     """Turns raw and labels by 0, 1, 2 or 3 quarter turns in (y, x), chosen uniformly.
 
     Args:
@@ -235,7 +228,7 @@ class Rotate90(Augmentation):
         return rot90_yx(raw, params["k"]), rot90_yx(labels, params["k"])
 
 
-class Rotate(Augmentation):
+class Rotate(base.Augmentation):
     """Rotates raw and labels by an angle drawn uniformly in ``angle`` (degrees), in (y, x).
 
     Raw is interpolated with ``order``; labels take the nearest voxel's id. The margin
@@ -251,15 +244,15 @@ class Rotate(Augmentation):
 
     def __init__(self, *, p: float = 0.5, angle=(-180.0, 180.0), order: int = 1):
         super().__init__(p=p)
-        self.angle = check_range(angle, "rotate: angle", low=-360, high=360)
-        self.order = check_int(order, "rotate: order", minimum=0)
-        check_choice(self.order, "rotate: order", (1, 3))
+        self.angle = base.check_range(angle, "rotate: angle", low=-360, high=360)
+        self.order = base.check_int(order, "rotate: order", minimum=0)
+        base.check_choice(self.order, "rotate: order", (1, 3))
 
     def margin(self, shape):
         return rotation_margin(shape, self.angle)
 
     def draw(self, rng, shape):
-        return {"angle": uniform(rng, self.angle)}
+        return {"angle": base.uniform(rng, self.angle)}
 
     def apply(self, raw, labels, params, out_shapes=None):
         raw_out, labels_out = out_shapes if out_shapes is not None else (None, None)

@@ -35,6 +35,7 @@ COMMANDS = {
     "ensemble": "emkit.cli.ensemble",
     "tune": "emkit.cli.tune",
     "align": "emkit.cli.align",
+    "view": "emkit.cli.view",
 }
 
 

@@ -218,6 +218,12 @@ def summary(recipe, result, uri: str, minutes: float) -> str:
     lines.append(f"mlflow       run {result.run_id}, experiment {recipe.tracking.experiment!r} "
                  f"in {uri}")
     lines.append(f"browse       emkit ui{'' if uri.startswith('sqlite:///mlruns') else ' --tracking-uri ' + uri}")
+    volumes = folder / "outputs" / "validation.h5"
+    if volumes in [Path(p) for p in result.outputs]:
+        from emkit.view import view_command
+
+        lines.append("view         " + view_command(*(f"{volumes}:{key}"
+                                                      for key in ("raw", "pred", "seg"))))
     lines.append(f"result       {recipe.name}: {headline}, on validation sections "
                  f"{_sections(sections)}; model in {folder}/")
     return "\n".join(lines)

@@ -483,6 +483,9 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
 def write_outputs(recipe: Recipe, data: PreparedData, result: ValidationResult, folder) -> list[Path]:
     """Writes the prediction, the segmentation and the challenge exports into ``folder``.
 
+    ``validation.h5`` holds ``raw`` (the validation sections as the net saw them,
+    preprocessed), ``pred`` and ``seg``, for ``emkit view`` to show side by side.
+
     Returns:
         The paths written.
 
@@ -506,6 +509,8 @@ def write_outputs(recipe: Recipe, data: PreparedData, result: ValidationResult, 
         write_volume(f"{path}:pred", pred, voxel_size_nm=voxel_size if pred.ndim == 3 else None,
                      overwrite=True)
         write_volume(f"{path}:seg", result.seg, voxel_size_nm=voxel_size, overwrite=True)
+        raw = np.asarray(data.dataset.raw[list(data.validation_sections)], np.float32)
+        write_volume(f"{path}:raw", raw, voxel_size_nm=voxel_size, overwrite=True)
         written.append(path)
     for fmt in recipe.export.formats:
         if fmt == "isbi2012":

@@ -13,7 +13,7 @@ A run lives in one folder, ``<run.output_root>/<recipe>-<timestamp>/``::
                              postprocess.options (``emkit segment --recipe`` reads them)
     model.keras              the trained model, for `emkit predict`
     tuning/                  the postprocessing studies (optuna.db) and their plots
-    outputs/                 validation.h5 (pred, seg) and the challenge exports
+    outputs/                 validation.h5 (raw, pred, seg) and the challenge exports
 
 With ``train.mode: dense`` a pooled net (N4, VD2D) trains in its dense form
 (:mod:`emkit.training.dense`); ``last.keras`` holds that form, ``best.keras`` and
@@ -70,23 +70,10 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
 
         return train_aligner(recipe, output=output, resume=resume, overwrite=overwrite,
                              tracker=tracker, verbose=verbose)
+    from emkit import training
     from emkit.io import write_text
     from emkit.recipes import build
     from emkit.tracking import ends_run_on_error
-    from emkit.training import (
-        Budget,
-        Checkpoints,
-        Clock,
-        LayerVisualization,
-        LossLogger,
-        Validation,
-        WeightHistograms,
-        fit_steps,
-        global_step,
-        load_checkpoint,
-        save_model_atomic,
-        write_state,
-    )
     from emkit.training.devices import describe as describe_devices
     from emkit.training.fit import saved_mixed_precision
 
@@ -112,7 +99,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         if resumed and last.exists():  # a checkpoint keeps the dtype policy it was trained with
             plan = plan.with_mixed_precision(saved_mixed_precision(last))
         tracker.set_tags(describe_devices(plan))  # tags: a resumed run may move to other devices
-        model = load_checkpoint(last, plan=plan) if resumed and last.exists() else None
+        model = training.load_checkpoint(last, plan=plan) if resumed and last.exists() else None
         # the net as built: trained as it is, or the patch classifier of a dense trainer
         net = model if model is not None and recipe.train.mode != "dense" else \
             build.build_network(recipe, plan)
@@ -122,28 +109,29 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         sampler = build.make_sampler(recipe, data, model)
         validate = build.ValidationPipeline(recipe, data)
         t = recipe.train
-        clock = Clock(state.elapsed_minutes)
-        checkpoints = Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
-                                  best_metric=t.best_metric, best_mode=t.best_mode,
-                                  export=export)
-        budget = Budget(t.max_steps, t.max_minutes, clock)
-        validation = Validation(lambda m: validate(plan.inference_model(export(m))), tracker,
-                                t.validate_every, checkpoints, on_result=on_validation,
-                                clock=clock)
+        clock = training.Clock(state.elapsed_minutes)
+        checkpoints = training.Checkpoints(checkpoints_dir, state, t.checkpoint_every, clock,
+                                           best_metric=t.best_metric, best_mode=t.best_mode,
+                                           export=export)
+        budget = training.Budget(t.max_steps, t.max_minutes, clock)
+        validation = training.Validation(
+            lambda m: validate(plan.inference_model(export(m))), tracker, t.validate_every,
+            checkpoints, on_result=on_validation, clock=clock)
         with plan.run_scope():
-            fit_steps(model, sampler, max_steps=t.max_steps, steps_done=state.step,
-                      checkpoints=checkpoints, verbose=verbose,
-                      callbacks=[
-                          # validation before the checkpoint of the same step: a kill
-                          # during a validation resumes before it, and it runs again
-                          budget, LossLogger(tracker, t.log_every, clock), validation, checkpoints,
-                          WeightHistograms(tracker, t.histogram_every),
-                          LayerVisualization(tracker, t.visualize_every,
-                                             build.fixed_input(sampler)),
-                          *callbacks])
+            training.fit_steps(
+                model, sampler, max_steps=t.max_steps, steps_done=state.step,
+                checkpoints=checkpoints, verbose=verbose,
+                callbacks=[
+                    # validation before the checkpoint of the same step: a kill
+                    # during a validation resumes before it, and it runs again
+                    budget, training.LossLogger(tracker, t.log_every, clock), validation,
+                    checkpoints, training.WeightHistograms(tracker, t.histogram_every),
+                    training.LayerVisualization(tracker, t.visualize_every,
+                                                build.fixed_input(sampler)),
+                    *callbacks])
             checkpoints.set_model(model)
             checkpoints.save()
-            step = global_step(model)
+            step = training.global_step(model)
             if not validation.history or validation.history[-1][0] != step or validate.last is None:
                 validation.set_model(model)
                 validation.run(step)
@@ -154,7 +142,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
                                  if isinstance(v, (int, float))}, step=step)
         build.log_learning_curves(tracker, folder / "learning_curves.png")
         model_path = folder / "model.keras"
-        save_model_atomic(export(model), model_path)
+        training.save_model_atomic(export(model), model_path)
         tuning, final = None, result
         if recipe.postprocess.tune:  # the exports and recipe.yaml get the tuned options
             tuning = build.tune_postprocessing(recipe, data, validate, folder / "tuning",
@@ -167,7 +155,7 @@ def run_recipe(recipe: Recipe, *, output=None, resume: bool = False, overwrite: 
         for path in (model_path, checkpoints_dir, folder / "outputs"):
             tracker.log_artifact(path, None if path.is_file() else path.name)
         state.finished = True
-        write_state(checkpoints_dir, state)
+        training.write_state(checkpoints_dir, state)
         tracker.log_metrics({"steps": step, "train_minutes": state.elapsed_minutes}, step=step)
         tracker.finish("FINISHED")
     return RunResult(run_id, folder, model_path, step, result.metrics,
