@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from emkit.cli.arguments import int_at_least
-from emkit.errors import InputError, OverwriteError, yaml_problem
+from emkit.errors import InputError, OverwriteError
 
 DESCRIPTION = """\
 Write a grid of training samples as the sampler makes them: one row per sample, columns
@@ -196,17 +196,10 @@ def recipe_sampler(args):
 
 def read_recipe(path) -> dict:
     """A preview recipe from YAML, with unknown keys reported."""
-    import yaml
+    from emkit.io import read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"recipe '{path}' does not exist")
-    try:
-        recipe = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"recipe '{path}' is not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(recipe, dict):
-        raise InputError(f"recipe '{path}' must be a mapping of keys, got {type(recipe).__name__}")
+    recipe = read_yaml_mapping(path, what="recipe", expected="a mapping of keys")
     unknown = [k for k in recipe if k not in RECIPE_KEYS]
     if unknown:
         raise InputError(

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from emkit.errors import InputError, MissingDataError, OverwriteError, yaml_problem
+from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.io.plain import to_plain
+from emkit.io.text import read_yaml_mapping
 
 #: The version of the ensemble file format written by :func:`save_ensemble`.
 FORMAT_VERSION = 1
@@ -180,14 +181,7 @@ def load_ensemble(path, *, verify: bool = True) -> Ensemble:
             keys, bad weights), or a member changed since the ensemble was made.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"ensemble: no file at '{path}'")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"ensemble '{path}' is not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"ensemble '{path}': expected a mapping with 'members', got {data!r}")
+    data = read_yaml_mapping(path, what="ensemble", expected="a mapping with 'members'")
     unknown = sorted(set(data) - {"version", "members", "metadata"})
     if unknown:
         raise InputError(

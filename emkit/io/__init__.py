@@ -21,6 +21,7 @@ A volume is named by a spec (see :mod:`emkit.io.spec`)::
 """
 
 from emkit.io.spec import SUPPORTED_FORMATS, VolumeSpec, parse_spec
+from emkit.io.text import read_yaml_mapping, write_text
 from emkit.io.volume import (
     Volume,
     list_keys,
@@ -29,7 +30,7 @@ from emkit.io.volume import (
     read_volume,
     require_ndim,
 )
-from emkit.io.write import write_text, write_volume
+from emkit.io.write import write_volume
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_spec",
     "read_attributes",
     "read_volume",
+    "read_yaml_mapping",
     "require_ndim",
     "write_text",
     "write_volume",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -98,21 +97,3 @@ def write_volume(
         compression=compression,
     )
     return parsed
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes a text file atomically: a temporary sibling renamed onto ``path``.
-
-    Returns:
-        The path written.
-
-    Args:
-        path: the file to write.
-        text: its content.
-    """
-    from emkit.io._common import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path

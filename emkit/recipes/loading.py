@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from emkit.errors import InputError, yaml_problem
+from emkit.io.text import read_yaml_mapping
 from emkit.recipes.schema import Recipe, dict_to_recipe, recipe_to_dict
 from emkit.recipes.shipped import recipe_path
 
@@ -74,12 +75,8 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
 def read_recipe_data(name_or_path) -> dict:
     """The raw mapping of a recipe file (a name of a shipped recipe, or a path)."""
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"recipe {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"recipe {str(path)!r}: expected a mapping of sections")
+    data = read_yaml_mapping(path, what="recipe", expected="a mapping of sections",
+                             empty_ok=True)
     data.setdefault("name", Path(path).stem)
     return data
 

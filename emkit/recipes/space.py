@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
-from emkit.errors import InputError, yaml_problem
+from emkit.errors import InputError
+from emkit.io.text import read_yaml_mapping
 
 #: The keys each distribution type allows (``type`` aside), and which are required.
 ALLOWED_KEYS = {
@@ -77,13 +77,7 @@ def read_space(path) -> list[Param]:
         InputError: the file is missing, not YAML, or a distribution is malformed;
             the message names the file and the key.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"search space {str(path)!r} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"search space {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
+    data = read_yaml_mapping(path, what="search space", empty_ok=True)
     return parse_space(data, source=str(path))
 
 
