@@ -107,6 +107,7 @@ def predict_ensemble(ensemble_or_models, raw, *, weights=None, out=None, progres
             names both), bad weights, or a ``raw``/``out`` that does not fit.
     """
     from emkit.inference import predict_volume
+    from emkit.inference.tiled import output_array
 
     if isinstance(ensemble_or_models, Ensemble):
         models = load_members(ensemble_or_models)
@@ -125,13 +126,8 @@ def predict_ensemble(ensemble_or_models, raw, *, weights=None, out=None, progres
     w = normalize_weights(weights, len(models))
     raw_shape = tuple(int(n) for n in raw.shape)
     spatial = raw_shape[:-1] if shapes.in_channels > 1 else raw_shape
-    result_shape = (*spatial, shapes.out_channels)
-    if out is None:
-        out = np.zeros(result_shape, np.float32)
-    elif tuple(out.shape) != result_shape:
-        raise InputError(f"out: expected shape {result_shape}, got {tuple(out.shape)}")
+    out = output_array(out, (*spatial, shapes.out_channels))
     if isinstance(out, np.ndarray):
-        out[...] = 0
         target = _AddInto(out)  # predict_volume zeroes an ndarray; each member adds into this
     else:
         target = out

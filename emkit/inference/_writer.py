@@ -221,14 +221,9 @@ def _zarr_array(parsed: VolumeSpec, shape, voxel_size_nm, overwrite, chunks):
                "attributes": attributes}
     path, key = parsed.path, parsed.key
     if not path.exists() or key is None:
-        from emkit.io._zarr import list_keys
+        from emkit.io._zarr import check_no_named_arrays
 
-        others = [k for k in list_keys(path) if k] if path.exists() else []
-        if others:
-            raise InputError(
-                f"Zarr store '{path}' holds the arrays {', '.join(others)}; write to "
-                f"'{path}:KEY', or delete the store to replace it with one root array"
-            )
+        check_no_named_arrays(path)
         with atomic_path(path) as tmp:
             yield zarr.create_array(store=str(tmp), name=key, **options)
         return

@@ -170,13 +170,7 @@ def predict_volume(
         from emkit.preprocess import raw_to_unit as normalize
 
     channels = plan.out_channels
-    result_shape = (*spatial, channels)
-    if out is None:
-        out = np.zeros(result_shape, np.float32)
-    elif tuple(out.shape) != result_shape:
-        raise InputError(f"out: expected shape {result_shape}, got {tuple(out.shape)}")
-    elif isinstance(out, np.ndarray):
-        out[...] = 0
+    out = output_array(out, (*spatial, channels))
     two_d = len(spatial) == 2
     raw3 = _WithZ(raw) if two_d else raw
     out3 = (out[None] if isinstance(out, np.ndarray) else _WithZ(out)) if two_d else out
@@ -365,6 +359,26 @@ def _check_roi(roi, spatial):
         raise InputError(f"roi: expected non-empty slices of step 1 inside {spatial}, got {roi!r}")
     return tuple(r.start for r in ranges), tuple(len(r) for r in ranges)
 
+
+
+def output_array(out, shape: tuple[int, ...]):
+    """The array a prediction is written into: a new zeroed one, or ``out`` checked.
+
+    Args:
+        out: None (a new float32 ndarray), an ndarray (zeroed here) or an array-like
+            writer of that shape (e.g. :func:`~emkit.inference.create_output`).
+        shape: the prediction's shape, spatial axes then channels.
+
+    Returns:
+        The array to write into.
+    """
+    if out is None:
+        return np.zeros(shape, np.float32)
+    if tuple(out.shape) != tuple(shape):
+        raise InputError(f"out: expected shape {tuple(shape)}, got {tuple(out.shape)}")
+    if isinstance(out, np.ndarray):
+        out[...] = 0
+    return out
 
 class _WithZ:
     """A ``(Y, X, ...)`` array-like seen as ``(1, Y, X, ...)``."""

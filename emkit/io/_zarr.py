@@ -135,6 +135,20 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
         raise InputError(f"cannot read Zarr array '{path}:{key}' (corrupt chunk?): {exc}") from exc
 
 
+def check_no_named_arrays(path: Path) -> None:
+    """Refuses to replace a store that holds named arrays with one root array.
+
+    Args:
+        path: the Zarr store (it may not exist yet).
+    """
+    others = [k for k in list_keys(path) if k] if path.exists() else []
+    if others:
+        raise InputError(
+            f"Zarr store '{path}' holds the arrays {', '.join(others)}; write to "
+            f"'{path}:KEY', or delete the store to replace it with one root array"
+        )
+
+
 def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
     """Writes an array atomically; see :func:`emkit.io.write_volume`.
 
@@ -156,12 +170,7 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
             raise OverwriteError(
                 f"Zarr store '{path}' exists; pass --overwrite (overwrite=True) to replace it"
             )
-        others = [k for k in list_keys(path) if k] if path.exists() else []
-        if others:
-            raise InputError(
-                f"Zarr store '{path}' holds the arrays {', '.join(others)}; write to "
-                f"'{path}:KEY', or delete the store to replace it with one root array"
-            )
+        check_no_named_arrays(path)
         with atomic_path(path) as tmp:
             _create(tmp, key, array, voxel_size_nm, offset_nm, chunks, compression)
         return
