@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 from emkit.errors import InputError
 
 EPILOG = """\
@@ -38,23 +38,24 @@ examples:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "align", help="align EM sections; misalign a stack with known transforms; score",
-        description="Align the sections of a stack (run), train a learned aligner (train), "
-                    "make a misalignment benchmark (misalign), warp a volume with saved "
-                    "transforms (apply), and score an alignment (score).", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "align",
+                         help="align EM sections; misalign a stack with known transforms; score",
+                         description="Align the sections of a stack (run), train a learned "
+                                     "aligner (train), make a misalignment benchmark (misalign), "
+                                     "warp a volume with saved transforms (apply), and score an "
+                                     "alignment (score).",
+                         epilog=EPILOG)
     sub = parser.add_subparsers(dest="align_command", metavar="ACTION", required=True)
 
-    run_p = sub.add_parser(
-        "run", help="align a stack (cross-correlation, or a trained learned aligner)",
-        description="--method xcorr: register each section to its predecessor by "
-                    "cross-correlation (coarse then sub-pixel), optionally refine by block "
-                    "matching (affine with RANSAC, or elastic). --method learned: a trained "
-                    "pair model (emkit align train) registers each section to the aligned "
-                    "previous one, after a cross-correlation translation (--prealign xcorr). "
-                    "Then: chain, remove the slow drift, and write the aligned stack.")
+    run_p = add_command(sub, "run",
+                        help="align a stack (cross-correlation, or a trained learned aligner)",
+                        description="--method xcorr: register each section to its predecessor by "
+                                    "cross-correlation (coarse then sub-pixel), optionally "
+                                    "refine by block matching (affine with RANSAC, or elastic). "
+                                    "--method learned: a trained pair model (emkit align train) "
+                                    "registers each section to the aligned previous one, after a "
+                                    "cross-correlation translation (--prealign xcorr). Then: "
+                                    "chain, remove the slow drift, and write the aligned stack.")
     run_p.add_argument("input", metavar="INPUT", help="the (z, y, x) stack to align")
     run_p.add_argument("--output", "-o", required=True, metavar="OUT",
                        help="the aligned stack (same shape; 0 where no data)")
@@ -79,12 +80,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run_p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run_p.set_defaults(func=run_align)
 
-    train = sub.add_parser(
-        "train", help="train a learned aligner from a task: align recipe",
-        description="Train the pair network of an align recipe (align_learned_affine, "
-                    "align_learned_flow, or a .yaml with task: align) on neighbouring "
-                    "sections of its training stack, with checkpoints, resume and MLflow "
-                    "tracking. The same as `emkit recipe run RECIPE`.")
+    train = add_command(sub, "train", help="train a learned aligner from a task: align recipe",
+                        description="Train the pair network of an align recipe "
+                                    "(align_learned_affine, align_learned_flow, or a .yaml with "
+                                    "task: align) on neighbouring sections of its training "
+                                    "stack, with checkpoints, resume and MLflow tracking. The "
+                                    "same as `emkit recipe run RECIPE`.")
     train.add_argument("recipe", metavar="RECIPE", help="a shipped align recipe or a .yaml path")
     train.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key, e.g. train.max_steps=100")
@@ -99,11 +100,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
     train.set_defaults(func=run_train)
 
-    mis = sub.add_parser(
-        "misalign", help="misalign a well-aligned stack; save the true transforms",
-        description="Apply seeded random translations (drift + jitter + slips), rotations and "
-                    "smooth elastic distortions; crop the margin so no padding shows; save the "
-                    "true transforms that undo the misalignment.")
+    mis = add_command(sub, "misalign",
+                      help="misalign a well-aligned stack; save the true transforms",
+                      description="Apply seeded random translations (drift + jitter + slips), "
+                                  "rotations and smooth elastic distortions; crop the margin so "
+                                  "no padding shows; save the true transforms that undo the "
+                                  "misalignment.")
     mis.add_argument("input", metavar="INPUT", help="a well-aligned (z, y, x) stack")
     mis.add_argument("--output", "-o", required=True, metavar="OUT", help="the misaligned stack")
     mis.add_argument("--transforms", required=True, metavar="TRUE.h5",
@@ -123,8 +125,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     mis.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     mis.set_defaults(func=run_misalign)
 
-    app = sub.add_parser("apply", help="warp a volume with saved transforms",
-                         description="Warp each section: out[z][p] = in[z][T_z(p)].")
+    app = add_command(sub, "apply", help="warp a volume with saved transforms",
+                      description="Warp each section: out[z][p] = in[z][T_z(p)].")
     app.add_argument("input", metavar="INPUT", help="the (z, y, x) volume to warp")
     app.add_argument("--transforms", required=True, metavar="T.h5", help="transforms file")
     app.add_argument("--output", "-o", required=True, metavar="OUT", help="the warped volume")
@@ -134,13 +136,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     app.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     app.set_defaults(func=run_apply)
 
-    score = sub.add_parser(
-        "score", help="score transforms against the truth, or a stack by neighbour NCC",
-        description="INPUT is a transforms file (.npz, or .h5 without a key, written by emkit): "
-                    "its residual displacement against --truth is printed, in pixels, after "
-                    "removing the global rigid offset. Otherwise INPUT is an aligned stack: the "
-                    "mean neighbour NCC, raw and smoothed, over pixels that are not 0 in either "
-                    "section.")
+    score = add_command(sub, "score",
+                        help="score transforms against the truth, or a stack by neighbour NCC",
+                        description="INPUT is a transforms file (.npz, or .h5 without a key, "
+                                    "written by emkit): its residual displacement against "
+                                    "--truth is printed, in pixels, after removing the global "
+                                    "rigid offset. Otherwise INPUT is an aligned stack: the mean "
+                                    "neighbour NCC, raw and smoothed, over pixels that are not 0 "
+                                    "in either section.")
     score.add_argument("input", metavar="INPUT", help="transforms file or aligned stack")
     score.add_argument("--truth", metavar="TRUE.h5", help="the true transforms")
     score.add_argument("--shape", metavar="Y,X",

@@ -12,7 +12,7 @@ import inspect
 import sys
 from pathlib import Path
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 from emkit.errors import InputError, OverwriteError
 
 DESCRIPTION = """\
@@ -78,19 +78,14 @@ RECIPE_KEYS = {
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "augment",
-        help="preview training samples and list augmentations",
-        description="Preview training samples (augment preview) or list augmentations.",
-    )
+    parser = add_command(subparsers, "augment",
+                         help="preview training samples and list augmentations",
+                         description="Preview training samples (augment preview) or list "
+                                     "augmentations.")
     commands = parser.add_subparsers(dest="augment_command", metavar="{preview,list}")
-    preview = commands.add_parser(
-        "preview",
-        help="write a PNG grid of raw, augmented input, target and weight",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    preview = add_command(commands, "preview",
+                          help="write a PNG grid of raw, augmented input, target and weight",
+                          description=DESCRIPTION, epilog=EPILOG)
     preview.add_argument("recipe", metavar="RECIPE", nargs="?",
                          help="a shipped recipe's name, a recipe file or a preview file")
     preview.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],

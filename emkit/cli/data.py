@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import argparse
 
+from emkit.cli.arguments import add_command
+
 ACTIONS = ("list", "check", "path")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "data",
-        help="list data sets, check their files, print their paths",
-        description=(
-            "Find EM data sets on disk. Data sets live under a data root: --root, else "
-            "$EMKIT_DATA, else ~/.cache/emkit/data ($XDG_CACHE_HOME/emkit/data). ISBI 2012 "
-            "(25 sections) ships with emkit. Nothing is ever downloaded."
-        ),
-        epilog=(
-            "examples:\n"
-            "  emkit data list          (the default action)\n"
-            "  emkit data check medulla --root /data/em\n"
-            "  emkit data path isbi2012 labels"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "data",
+                         help="list data sets, check their files, print their paths",
+                         description="Find EM data sets on disk. Data sets live under a data "
+                                     "root: --root, else $EMKIT_DATA, else ~/.cache/emkit/data "
+                                     "($XDG_CACHE_HOME/emkit/data). ISBI 2012 (25 sections) "
+                                     "ships with emkit. Nothing is ever downloaded.",
+                         epilog="examples:\n  emkit data list          (the default action)\n  "
+                                "emkit data check medulla --root /data/em\n  emkit data path "
+                                "isbi2012 labels")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     root_help = "data root (default: $EMKIT_DATA, else ~/.cache/emkit/data)"
 

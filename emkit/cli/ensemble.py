@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 from emkit.errors import InputError, OverwriteError
 
 _MAIN_METRICS = ("pixel_error", "rand_error", "rand_split", "rand_merge", "v_rand", "v_info",
@@ -26,15 +26,17 @@ _MAIN_METRICS = ("pixel_error", "rand_error", "rand_split", "rand_merge", "v_ran
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from emkit.cli.predict import add_volume_arguments
 
-    parser = subparsers.add_parser(
-        "ensemble", help="train, make and apply ensembles: the weighted mean of several models",
-        description="An ensemble is a small YAML file of .keras members with weights (and each "
-                    "member's sha256, so that a changed member is an error). Its prediction is "
-                    "the weighted mean of the members' predictions, each member tiled with its "
-                    "own field of view; members may differ in architecture but must share the "
-                    "output channels and 2D/3D kind. `emkit predict --model ensemble.yaml` "
-                    "works too, and `emkit segment` / `emkit evaluate` take the prediction.",
-    )
+    parser = add_command(subparsers, "ensemble",
+                         help="train, make and apply ensembles: the weighted mean of several "
+                              "models",
+                         description="An ensemble is a small YAML file of .keras members with "
+                                     "weights (and each member's sha256, so that a changed "
+                                     "member is an error). Its prediction is the weighted mean "
+                                     "of the members' predictions, each member tiled with its "
+                                     "own field of view; members may differ in architecture but "
+                                     "must share the output channels and 2D/3D kind. `emkit "
+                                     "predict --model ensemble.yaml` works too, and `emkit "
+                                     "segment` / `emkit evaluate` take the prediction.")
     sub = parser.add_subparsers(dest="ensemble_command", metavar="ACTION", required=True)
 
     def members(p, models=None):
@@ -53,14 +55,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                        metavar="KEY=VALUE", help="override a key of --recipe")
 
-    predict = sub.add_parser(
-        "predict", help="predict a volume with an ensemble (the weighted mean of its members)",
-        description="Predict a volume with the weighted mean of several models, each tiled with "
-                    "its own field of view; written like `emkit predict`'s output, so that "
-                    "`emkit segment` and `emkit evaluate` take it.",
-        epilog="example: emkit ensemble predict --models run1/model.keras run2/model.keras "
-               "--input emkit:isbi2012/test-volume --output pred.tif --save ensemble.yaml",
-    )
+    predict = add_command(sub, "predict",
+                          help="predict a volume with an ensemble (the weighted mean of its "
+                               "members)",
+                          description="Predict a volume with the weighted mean of several "
+                                      "models, each tiled with its own field of view; written "
+                                      "like `emkit predict`'s output, so that `emkit segment` "
+                                      "and `emkit evaluate` take it.",
+                          epilog="example: emkit ensemble predict --models run1/model.keras "
+                                 "run2/model.keras --input emkit:isbi2012/test-volume --output "
+                                 "pred.tif --save ensemble.yaml")
     group = predict.add_mutually_exclusive_group(required=True)
     group.add_argument("--ensemble", metavar="E.yaml", help="an ensemble file")
     members(predict, models=group)
@@ -69,31 +73,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                          help="also save the ensemble (fitted weights included) to this file")
     predict.set_defaults(func=run_predict)
 
-    create = sub.add_parser(
-        "create", help="write an ensemble file from models (and weights)",
-        description="Write an ensemble file: member paths relative to it, weights, sha256.",
-        epilog="example: emkit ensemble create --models a/model.keras b/model.keras "
-               "--fit-weights --recipe isbi_n4 --output ensemble.yaml",
-    )
+    create = add_command(sub, "create", help="write an ensemble file from models (and weights)",
+                         description="Write an ensemble file: member paths relative to it, "
+                                     "weights, sha256.",
+                         epilog="example: emkit ensemble create --models a/model.keras "
+                                "b/model.keras --fit-weights --recipe isbi_n4 --output "
+                                "ensemble.yaml")
     members(create)
     create.add_argument("--output", required=True, metavar="E.yaml", help="the file to write")
     create.add_argument("--overwrite", action="store_true", help="replace an existing file")
     create.add_argument("--quiet", action="store_true", help="no summary")
     create.set_defaults(func=run_create)
 
-    train = sub.add_parser(
-        "train", help="train K members of a recipe and score their ensemble (EnsembleLearner)",
-        description="Train K runs of a recipe with seeds run.seed + k, as child runs of one "
-                    "MLflow parent run, write DIR/ensemble.yaml (equal weights), and predict, "
-                    "segment and evaluate the validation sections with the ensemble like a "
-                    "single run (val_<metric> on the parent, member<k>_<metric> beside it). "
-                    "EACH MEMBER GETS THE RECIPE'S WHOLE BUDGET (train.max_steps, "
-                    "train.max_minutes): split a total budget with e.g. --set "
-                    "train.max_minutes=9 for 5 members in 45 minutes. Rerunning with the same "
-                    "--output continues: finished members are skipped, an unfinished one "
-                    "resumes from its last checkpoint.",
-        epilog="example: emkit ensemble train isbi_vd2d --members 5 --set train.max_minutes=9",
-    )
+    train = add_command(sub, "train",
+                        help="train K members of a recipe and score their ensemble "
+                             "(EnsembleLearner)",
+                        description="Train K runs of a recipe with seeds run.seed + k, as child "
+                                    "runs of one MLflow parent run, write DIR/ensemble.yaml "
+                                    "(equal weights), and predict, segment and evaluate the "
+                                    "validation sections with the ensemble like a single run "
+                                    "(val_<metric> on the parent, member<k>_<metric> beside it). "
+                                    "EACH MEMBER GETS THE RECIPE'S WHOLE BUDGET "
+                                    "(train.max_steps, train.max_minutes): split a total budget "
+                                    "with e.g. --set train.max_minutes=9 for 5 members in 45 "
+                                    "minutes. Rerunning with the same --output continues: "
+                                    "finished members are skipped, an unfinished one resumes "
+                                    "from its last checkpoint.",
+                        epilog="example: emkit ensemble train isbi_vd2d --members 5 --set "
+                               "train.max_minutes=9")
     train.add_argument("recipe", help="a shipped recipe name or a .yaml path")
     train.add_argument("--members", type=int_at_least(1), required=True, metavar="K",
                        help="the number of members")

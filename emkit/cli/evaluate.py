@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from emkit.cli.arguments import add_command
 from emkit.errors import InputError
 
 DESCRIPTION = """\
@@ -44,13 +45,9 @@ examples:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="score a prediction against ground truth",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "evaluate", help="score a prediction against ground truth",
+                         description=DESCRIPTION,
+                         epilog=EPILOG)
     parser.add_argument("pred", metavar="PRED", help="boundary map or segmentation volume")
     parser.add_argument("gt", metavar="GT", help="ground-truth segmentation or ISBI labels")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

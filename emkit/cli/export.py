@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emkit.cli.arguments import add_command
 from emkit.errors import InputError
 
 DESCRIPTION = """\
@@ -40,13 +41,9 @@ FORMATS = ("isbi2012", "snemi3d", "cremi")  # emkit.export.FORMATS (checked by a
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "export",
-        help="write an ISBI 2012, SNEMI3D or CREMI submission file",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "export",
+                         help="write an ISBI 2012, SNEMI3D or CREMI submission file",
+                         description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("format", metavar="FORMAT", choices=FORMATS,
                         help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("input", metavar="INPUT", help="boundary map, affinities or labels")

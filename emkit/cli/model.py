@@ -9,32 +9,29 @@ from __future__ import annotations
 
 import argparse
 
+from emkit.cli.arguments import add_command
 from emkit.errors import InputError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "model",
-        help="list the registered network architectures, or show one's layers and shapes",
-        description=(
-            "List the registered network architectures, or build one and show its layers, "
-            "parameter count, field of view and input and output shapes."
-        ),
-    )
+    parser = add_command(subparsers, "model",
+                         help="list the registered network architectures, or show one's layers "
+                              "and shapes",
+                         description="List the registered network architectures, or build one "
+                                     "and show its layers, parameter count, field of view and "
+                                     "input and output shapes.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser(
-        "list",
-        help="print the registered architectures with their field of view and default shapes",
-        description="Print the registered architectures with their field of view and default shapes.",
-    )
-    show = actions.add_parser(
-        "show",
-        help="build an architecture and print its layers, parameters, FOV and shapes",
-        description=(
-            "Build a registered architecture and print its layers, parameter count, field of "
-            "view, output stride, input and output shapes and the nearby valid input sizes."
-        ),
-    )
+    add_command(actions, "list",
+                help="print the registered architectures with their field of view and default "
+                     "shapes",
+                description="Print the registered architectures with their field of view and "
+                            "default shapes.")
+    show = add_command(actions, "show",
+                       help="build an architecture and print its layers, parameters, FOV and "
+                            "shapes",
+                       description="Build a registered architecture and print its layers, "
+                                   "parameter count, field of view, output stride, input and "
+                                   "output shapes and the nearby valid input sizes.")
     show.add_argument("name", help="a registered architecture (see `emkit model list`)")
     show.add_argument(
         "overrides",

@@ -19,32 +19,29 @@ import argparse
 import sys
 import time
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 from emkit.errors import InputError, yaml_problem
 
 _BLENDS = ("bump", "gaussian", "valid")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "predict",
-        help="apply a trained model (or an ensemble) to a volume, tile by tile, and write the "
-             "float map",
-        description=(
-            "Apply a trained Keras model to a whole volume, tile by tile. Tile sizes come from "
-            "the model; tiles overlap and are blended (or cut, with --blend valid), and the "
-            "volume is mirrored at its edges. A 2D model predicts each section of a stack. "
-            "An ensemble file (ensemble.yaml, from `emkit ensemble`) predicts the weighted mean "
-            "of its members, each with its own tiles. "
-            "HDF5, Zarr and .npy outputs are written block by block, so the volume may be "
-            "larger than memory. Input intensities are scaled as in training: unsigned "
-            "integers divided by their maximum (uint8 by 255), floats as they are."
-        ),
-        epilog=(
-            "example: emkit predict --model run/model.keras --input "
-            "sample_A.hdf:volumes/raw --output pred.zarr:affs --tta"
-        ),
-    )
+    parser = add_command(subparsers, "predict",
+                         help="apply a trained model (or an ensemble) to a volume, tile by tile, "
+                              "and write the float map",
+                         description="Apply a trained Keras model to a whole volume, tile by "
+                                     "tile. Tile sizes come from the model; tiles overlap and "
+                                     "are blended (or cut, with --blend valid), and the volume "
+                                     "is mirrored at its edges. A 2D model predicts each section "
+                                     "of a stack. An ensemble file (ensemble.yaml, from `emkit "
+                                     "ensemble`) predicts the weighted mean of its members, each "
+                                     "with its own tiles. HDF5, Zarr and .npy outputs are "
+                                     "written block by block, so the volume may be larger than "
+                                     "memory. Input intensities are scaled as in training: "
+                                     "unsigned integers divided by their maximum (uint8 by 255), "
+                                     "floats as they are.",
+                         epilog="example: emkit predict --model run/model.keras --input "
+                                "sample_A.hdf:volumes/raw --output pred.zarr:affs --tta")
     parser.add_argument(
         "--model", required=True, metavar="M.keras",
         help="a saved .keras model, or an ensemble .yaml file (emkit ensemble)",

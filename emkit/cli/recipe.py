@@ -14,14 +14,15 @@ import argparse
 import time
 from pathlib import Path
 
+from emkit.cli.arguments import add_command
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "recipe", help="list, show and run recipes (whole pipelines in one YAML file)",
-        description="A recipe is one YAML file that specifies a whole pipeline: data, "
-                    "preprocessing, model, sampling, training, inference, postprocessing, "
-                    "evaluation, export and tracking.",
-    )
+    parser = add_command(subparsers, "recipe",
+                         help="list, show and run recipes (whole pipelines in one YAML file)",
+                         description="A recipe is one YAML file that specifies a whole pipeline: "
+                                     "data, preprocessing, model, sampling, training, inference, "
+                                     "postprocessing, evaluation, export and tracking.")
     sub = parser.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     sub.add_parser("list", help="the shipped recipes").set_defaults(func=run_list)
 
@@ -39,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train, validate, evaluate and export; tracked in MLflow")
     common(run)
     run.add_argument("--output", help="the run folder (default runs/<recipe>-<time>); "
-                                      "a folder with an unfinished run is resumed exactly where its "
+                                      "a folder with an unfinished run is resumed exactly where "
+                                      "its "
                                       "last checkpoint left it")
     run.add_argument("--resume", action="store_true",
                      help="resume the latest unfinished run of this recipe (or train a "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 
 WATERSHED_DESCRIPTION = """\
 Search the postprocessing options of a trained run (seeded 2D watershed for boundary
@@ -82,19 +82,17 @@ METRICS = ("rand_error", "adapted_rand_error", "voi", "cremi_score")  # OBJECTIV
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "tune", help="Optuna studies: postprocessing of a run, or whole recipes",
-        description="Optuna studies, stored in a shared database and resumable: "
-                    "`tune watershed` searches the postprocessing of a trained run, "
-                    "`tune recipe` searches recipe keys by training trials.",
-    )
+    parser = add_command(subparsers, "tune",
+                         help="Optuna studies: postprocessing of a run, or whole recipes",
+                         description="Optuna studies, stored in a shared database and resumable: "
+                                     "`tune watershed` searches the postprocessing of a trained "
+                                     "run, `tune recipe` searches recipe keys by training "
+                                     "trials.")
     sub = parser.add_subparsers(dest="tune_command", metavar="ACTION", required=True)
 
-    ws = sub.add_parser(
-        "watershed", help="tune the postprocessing of a trained run on its validation data",
-        description=WATERSHED_DESCRIPTION, epilog=WATERSHED_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ws = add_command(sub, "watershed",
+                     help="tune the postprocessing of a trained run on its validation data",
+                     description=WATERSHED_DESCRIPTION, epilog=WATERSHED_EPILOG)
     ws.add_argument("source", metavar="RUN_OR_MODEL",
                     help="a run folder (emkit recipe run) or a .keras model")
     ws.add_argument("--n-trials", type=int_at_least(1), default=50, metavar="N",
@@ -129,11 +127,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ws.add_argument("--quiet", action="store_true", help="no progress bar")
     ws.set_defaults(func=run_watershed)
 
-    rc = sub.add_parser(
-        "recipe", help="search recipe keys by training trials (nested MLflow runs)",
-        description=RECIPE_DESCRIPTION, epilog=RECIPE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    rc = add_command(sub, "recipe",
+                     help="search recipe keys by training trials (nested MLflow runs)",
+                     description=RECIPE_DESCRIPTION, epilog=RECIPE_EPILOG)
     rc.add_argument("recipe", help="a shipped recipe name or a .yaml path")
     rc.add_argument("--space", required=True, metavar="SPACE.yaml",
                     help="the search space: recipe keys and their ranges or choices")

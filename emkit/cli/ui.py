@@ -20,21 +20,22 @@ import time
 import urllib.error
 import urllib.request
 
+from emkit.cli.arguments import add_command
 from emkit.errors import InputError
 
 START_TIMEOUT_S = 300
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "ui", help="start the MLflow UI on localhost",
-        description="Start the MLflow UI on 127.0.0.1 over the tracking store that "
-                    "`emkit recipe run` writes to (sqlite:///mlruns/mlflow.db unless "
-                    "--tracking-uri or $MLFLOW_TRACKING_URI says otherwise). Once the "
-                    "server answers, print the address of the experiment's runs table "
-                    "(MLflow's model-training view: runs, metric charts, comparison). "
-                    "Ctrl-C or SIGTERM stops the server and every process it started.",
-    )
+    parser = add_command(subparsers, "ui", help="start the MLflow UI on localhost",
+                         description="Start the MLflow UI on 127.0.0.1 over the tracking store "
+                                     "that `emkit recipe run` writes to "
+                                     "(sqlite:///mlruns/mlflow.db unless --tracking-uri or "
+                                     "$MLFLOW_TRACKING_URI says otherwise). Once the server "
+                                     "answers, print the address of the experiment's runs table "
+                                     "(MLflow's model-training view: runs, metric charts, "
+                                     "comparison). Ctrl-C or SIGTERM stops the server and every "
+                                     "process it started.")
     parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     parser.add_argument("--tracking-uri", help="the store to browse")
     parser.add_argument("--experiment", help="the experiment to open (default: the one with "

@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from emkit.cli.arguments import add_command
 from emkit.errors import InputError
 
 DESCRIPTION = """\
@@ -55,11 +56,9 @@ class _AddLayers(argparse.Action):
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "view", help="show volumes in neuroglancer, served on 127.0.0.1",
-        description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "view",
+                         help="show volumes in neuroglancer, served on 127.0.0.1",
+                         description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("layers", nargs="*", metavar="SPEC", action=_AddLayers, const=None,
                         default=None, help="a volume; its kind is read from its shape and "
                         "dtype (see above)")
