@@ -81,6 +81,19 @@ class MemoryTracker:
 
     def start(self, *, experiment: str, run_name: str, run_id: str | None = None,
               parent_run_id: str | None = None) -> str:
+        """Starts a new run (a random id), or continues run ``run_id``.
+
+        Args:
+            experiment: the experiment's name (not kept).
+            run_name: the new run's name (not kept).
+            run_id: continue this run instead: metric points at steps it already logged,
+                and images up to the last such step, are not recorded again (as
+                :meth:`MlflowTracker.start`).
+            parent_run_id: for a new run, recorded as the tag ``mlflow.parentRunId``.
+
+        Returns:
+            The run id.
+        """
         self.run_id = run_id or uuid.uuid4().hex
         self.status = None
         if parent_run_id is not None and run_id is None:
@@ -93,6 +106,13 @@ class MemoryTracker:
         self.params.update(params)
 
     def log_metrics(self, metrics: dict, *, step: int) -> None:
+        """Appends ``(step, value)`` to each metric's list (skipping points a continued run
+        already logged, see :meth:`start`).
+
+        Args:
+            metrics: name -> number.
+            step: the optimizer step (or trial count) they belong to.
+        """
         for key, value in self._logged.new(metrics, step).items():
             self.metrics.setdefault(key, []).append((step, float(value)))
 
@@ -101,9 +121,22 @@ class MemoryTracker:
         return list(self.metrics.get(key, []))
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        """Records ``(path, artifact_path)`` in ``artifacts`` (nothing is copied).
+
+        Args:
+            path: the file or folder.
+            artifact_path: the artifact folder it would go in (None: the top).
+        """
         self.artifacts.append((str(path), artifact_path))
 
     def log_image(self, image, *, key: str, step: int) -> None:
+        """Records ``(key, step, image.shape)`` in ``images``.
+
+        Args:
+            image: RGB uint8 ndarray (H, W, 3).
+            key: the image's name.
+            step: the optimizer step.
+        """
         if step > self._logged.last_step:
             self.images.append((key, step, tuple(image.shape)))
 
@@ -114,6 +147,12 @@ class MemoryTracker:
         self.status = status
 
     def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        """Records ``ended[run_id] = status``.
+
+        Args:
+            run_id: the run to end.
+            status: its final status.
+        """
         self.ended[run_id] = status
 
 

@@ -69,6 +69,17 @@ def draw_motions(num_sections: int, *, seed=0, drift_px=0.2, jitter_px=1.0, slip
                  slip_px=5.0, rotation_deg=0.5, elastic_px=1.0, elastic_grid=4) -> dict:
     """Draws the random motions (see the module docstring) with a seeded generator.
 
+    Args:
+        num_sections: ``Z``, the number of sections to draw motions for.
+        seed: seed of the random generator; the same seed gives the same motions.
+        drift_px: standard deviation in pixels of each step of the translation's random walk.
+        jitter_px: standard deviation in pixels of the independent per-section jitter.
+        slip_p: probability that a section (other than the first) slips.
+        slip_px: a slip moves by a step uniform in ``[-slip_px, slip_px]`` per axis.
+        rotation_deg: standard deviation in degrees of each section's rotation.
+        elastic_px: standard deviation in pixels of the elastic control vectors (0: none).
+        elastic_grid: ``g``, control points per axis of the elastic grid (>= 2).
+
     Returns:
         A dict of ndarrays: ``translations`` (Z, 2), ``angles_deg`` (Z,), ``elastic``
         (Z, g, g, 2) control vectors in pixels, and ``slips`` (the sections that slipped).
@@ -100,7 +111,17 @@ def draw_motions(num_sections: int, *, seed=0, drift_px=0.2, jitter_px=1.0, slip
 
 
 def motions_to_transforms(motions: dict, shape) -> Transforms:
-    """The transforms ``T_z`` of drawn motions on an output grid ``shape`` (Y, X)."""
+    """The transforms ``T_z`` of drawn motions on an output grid ``shape`` (Y, X).
+
+    Args:
+        motions: the dict returned by :func:`draw_motions`.
+        shape: (Y, X) of the output (truth) frame; rotations are about its centre and
+            the elastic control grid spans it.
+
+    Returns:
+        :class:`~emkit.align.transforms.Transforms` with one matrix per section, and
+        fields (Z, Y, X, 2) when ``motions["elastic"]`` is not None.
+    """
     shape = tuple(int(n) for n in shape)
     center = [(n - 1) / 2 for n in shape]
     matrices = [rigid_matrix(rotation_deg=a, translation=t, center=center)

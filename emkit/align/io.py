@@ -50,6 +50,15 @@ def save_transforms(path, transforms: Transforms, *, attrs=None, overwrite: bool
     ``attrs`` (JSON: method, options, shapes). It is written under a temporary name and
     renamed, so a failed write leaves nothing.
 
+    Args:
+        path: the file; its suffix (.h5, .hdf5, .hdf or .npz) picks the format.
+        transforms: the :class:`~emkit.align.transforms.Transforms` to write.
+        attrs: a JSON-able dict saved with them (method, options, shapes), or None.
+        overwrite: replace an existing file.
+
+    Returns:
+        The ``Path`` written.
+
     Raises:
         OverwriteError: the file exists and ``overwrite`` is False.
     """

@@ -47,6 +47,14 @@ PREALIGN = ("none", "xcorr")
 def draw_pair(stack, rng, *, crop: int, motions: dict):
     """One training pair from a well-aligned ``stack`` (Z, Y, X).
 
+    Args:
+        stack: ndarray of shape (Z, Y, X), the well-aligned training sections (Z >= 2).
+        rng: a ``numpy.random.Generator``; it picks the section, its neighbour, the
+            motion and the crop position.
+        crop: crop edge in pixels.
+        motions: ``jitter_px, slip_p, slip_px, rotation_deg, elastic_px, elastic_grid``
+            (see :func:`emkit.align.generator.draw_motions`).
+
     Returns:
         ``(moving, reference, coords)``: float32 crops (crop, crop), standardized, and
         the true sampling coordinates (crop, crop, 2) of ``moving`` for each reference pixel.
@@ -112,6 +120,17 @@ class PairSampler(keras.utils.PyDataset):
         return self.steps
 
     def batch(self, rng, size):
+        """A batch of ``size`` pairs drawn with ``rng``, as ``fit`` takes it.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            size: the number of pairs.
+
+        Returns:
+            ``(inputs, targets)``: inputs ``{"moving", "reference"}`` of shape
+            (size, crop, crop, 1); targets ``{"warped": reference, "transform": coords}``,
+            the coordinates of shape (size, crop, crop, 2).
+        """
         pairs = [draw_pair(self.stack, rng, crop=self.crop, motions=self.motions)
                  for _ in range(size)]
         moving, reference, coords = (np.stack(p)[..., None] if k < 2 else np.stack(p)
@@ -131,6 +150,14 @@ def overlay_pair(moving, reference, warped) -> np.ndarray:
     """An RGB uint8 image: reference in green, moving (left) / warped (right) in magenta.
 
     Aligned structures turn grey; misaligned ones show green and magenta fringes.
+
+    Args:
+        moving: ndarray of shape (Y, X), the moving image before alignment.
+        reference: ndarray of shape (Y, X), the reference image.
+        warped: ndarray of shape (Y, X), the moving image warped onto the reference.
+
+    Returns:
+        ndarray of shape (Y, 2 X + 4, 3), each image scaled by its 1st-99th percentiles.
     """
     def unit(x):
         x = np.asarray(x, np.float32)
@@ -148,7 +175,22 @@ def overlay_pair(moving, reference, warped) -> np.ndarray:
 
 def validation_function(stack, *, crop, motions, pairs, seed, kind, ncc_kind="global",
                         window=9):
-    """``validate(model) -> (metrics, images)`` on fixed pairs: coordinate error and NCC."""
+    """``validate(model) -> (metrics, images)`` on fixed pairs: coordinate error and NCC.
+
+    Args:
+        stack: ndarray of shape (Z, Y, X), the well-aligned validation sections.
+        crop: crop edge in pixels.
+        motions: the motions of the pairs, as for :class:`PairSampler`.
+        pairs: the number of fixed pairs, drawn once from ``seed``.
+        seed: the seed of the pairs.
+        kind: ``"affine"`` or ``"flow"``, the model's transform.
+        ncc_kind: ``"global"`` or ``"local"`` NCC for the reported ``ncc_loss``.
+        window: the local NCC window edge in pixels (odd).
+
+    Returns:
+        A function of a pair model returning ``({"coord_error_px", "ncc_loss"},
+        {"overlay": RGB uint8 image of the first pair (see :func:`overlay_pair`)})``.
+    """
     sampler = PairSampler(stack, crop=crop, motions=motions, batch_size=pairs, seed=seed)
     x, y = sampler.batch(np.random.default_rng((seed, 10**6)), pairs)
 

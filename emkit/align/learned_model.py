@@ -56,6 +56,10 @@ INSIDE = 0.999
 def standardize(image, valid=None) -> np.ndarray:
     """``image`` as float32 with mean 0 and std 1 over ``valid`` pixels; 0 elsewhere.
 
+    Args:
+        image: ndarray of any shape.
+        valid: bool ndarray of the same shape, or None (every pixel valid).
+
     >>> standardize(np.array([[1.0, 3.0]])).tolist()
     [[-1.0, 1.0]]
     """
@@ -150,7 +154,18 @@ def masked_ncc(a, b, weight, *, kind: str = "global", window: int = 9, eps: floa
 
     Global: one score per image. Local: the NCC of every ``window`` x ``window`` window
     (means and variances by average pooling), averaged over the windows that lie wholly
-    in the valid region. Returns ``(batch,)``; 1 for identical images.
+    in the valid region.
+
+    Args:
+        a: tensor of shape (batch, y, x, 1).
+        b: tensor of shape (batch, y, x, 1).
+        weight: tensor of shape (batch, y, x, 1), 1 on valid pixels and 0 elsewhere.
+        kind: ``"global"`` or ``"local"``.
+        window: the local window edge in pixels.
+        eps: the smallest denominator (standard deviations' product).
+
+    Returns:
+        A tensor of shape (batch,); 1 for identical images.
     """
     if kind == "global":
         axes = (1, 2, 3)
@@ -199,6 +214,13 @@ class NCCLoss(keras.losses.Loss):
         self.kind, self.window = kind, window
 
     def call(self, y_true, y_pred):
+        """Per-image loss, ``(batch,)``.
+
+        Args:
+            y_true: the reference, tensor of shape (batch, y, x, 1).
+            y_pred: the ``warped`` output (batch, y, x, 2): image, coverage; pixels with
+                coverage below ``INSIDE`` are left out.
+        """
         y_true = ops.cast(y_true, y_pred.dtype)
         weight = ops.cast(y_pred[..., 1:2] >= INSIDE, y_pred.dtype)
         return 1.0 - masked_ncc(y_pred[..., :1], y_true[..., :1], weight, kind=self.kind,
@@ -210,7 +232,13 @@ class NCCLoss(keras.losses.Loss):
 
 def smoothness(transform, kind: str):
     """The transform's penalty, ``(batch,)``: flow, mean squared finite difference
-    (y and x, both components); affine, mean squared distance of theta from the identity."""
+    (y and x, both components); affine, mean squared distance of theta from the identity.
+
+    Args:
+        transform: ``theta`` (batch, 2, 3) for ``"affine"``, the flow (batch, y, x, 2)
+            in pixels for ``"flow"``.
+        kind: ``"affine"`` or ``"flow"``.
+    """
     if kind == "affine":
         return ops.mean(ops.square(transform - ops.convert_to_tensor(IDENTITY_THETA)), axis=(1, 2))
     dy = transform[:, 1:] - transform[:, :-1]
@@ -219,7 +247,15 @@ def smoothness(transform, kind: str):
 
 
 def coordinate_error(true_coords, transform, kind: str, *, squared: bool = False):
-    """Mean distance (pixels) between the predicted and true sampling coordinates, ``(batch,)``."""
+    """Mean distance (pixels) between the predicted and true sampling coordinates, ``(batch,)``.
+
+    Args:
+        true_coords: tensor of shape (batch, y, x, 2), the true sampling coordinates
+            (y, x) in pixels of ``moving`` for each reference pixel.
+        transform: the predicted ``theta`` (batch, 2, 3) or flow (batch, y, x, 2).
+        kind: ``"affine"`` or ``"flow"``.
+        squared: the mean squared distance (pixels squared) instead.
+    """
     true_coords = ops.cast(true_coords, "float32")
     shape = ops.shape(true_coords)
     diff = sampling_coords(transform, kind, shape[1], shape[2]) - true_coords
@@ -246,6 +282,12 @@ class TransformLoss(keras.losses.Loss):
         self.supervised, self.smoothness = float(supervised), float(smoothness)
 
     def call(self, y_true, y_pred):
+        """Per-image loss, ``(batch,)`` (zeros when both weights are 0).
+
+        Args:
+            y_true: the true sampling coordinates (batch, y, x, 2) in pixels of ``moving``.
+            y_pred: the ``transform`` output: ``theta`` (batch, 2, 3) or flow (batch, y, x, 2).
+        """
         loss = 0.0
         if self.supervised:
             loss = loss + self.supervised * coordinate_error(y_true, y_pred, self.transform,
@@ -270,6 +312,13 @@ class CoordinateError(keras.metrics.Mean):
         self.transform = transform
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds a batch's per-image coordinate errors to the mean.
+
+        Args:
+            y_true: the true sampling coordinates (batch, y, x, 2) in pixels of ``moving``.
+            y_pred: the ``transform`` output: ``theta`` (batch, 2, 3) or flow (batch, y, x, 2).
+            sample_weight: optional weights of the images, as for ``keras.metrics.Mean``.
+        """
         return super().update_state(coordinate_error(y_true, y_pred, self.transform),
                                     sample_weight=sample_weight)
 
@@ -284,6 +333,14 @@ def compile_pair_aligner(model, *, mode: str = "supervised", ncc: str = "global"
 
     Supervised: coordinate MSE (+ ``smoothness_weight`` x penalty). Unsupervised:
     ``1 - NCC`` + ``smoothness_weight`` x penalty.
+
+    Args:
+        model: a pair model of :func:`build_pair_aligner`.
+        mode: ``"supervised"`` or ``"unsupervised"``.
+        ncc: ``"global"`` or ``"local"`` NCC for the ``warped`` loss (see :func:`masked_ncc`).
+        window: the local NCC window edge in pixels (odd).
+        smoothness_weight: weight of the transform's penalty (:func:`smoothness`).
+        optimizer: a Keras optimizer; default Adam with learning rate 1e-3.
     """
     if mode not in ("supervised", "unsupervised"):
         raise InputError(f"loss.mode: got {mode!r}; allowed: supervised, unsupervised")

@@ -79,7 +79,18 @@ def neighbour_ncc(stack, *, valid=None, sigma: float = 0.0) -> np.ndarray:
 
 
 def ncc_scores(stack, *, valid=None, sigma: float = DEFAULT_SMOOTHING) -> dict:
-    """Mean neighbour NCC, raw and smoothed: ``{"ncc", "ncc_smoothed", "ncc_min"}``."""
+    """Mean neighbour NCC, raw and smoothed: ``{"ncc", "ncc_smoothed", "ncc_min"}``.
+
+    Args:
+        stack: ndarray of shape (Z, Y, X).
+        valid: bool ndarray of shape (Z, Y, X), pixels that hold data (default: all).
+        sigma: Gaussian smoothing in pixels for ``ncc_smoothed``.
+
+    Returns:
+        A dict of floats: the mean NCC over neighbour pairs, raw (``ncc``) and smoothed
+        (``ncc_smoothed``), and the smallest raw NCC (``ncc_min``); NaN pairs are left
+        out (all NaN: NaN). See :func:`neighbour_ncc`.
+    """
     raw = neighbour_ncc(stack, valid=valid)
     smooth = neighbour_ncc(stack, valid=valid, sigma=sigma)
     return {"ncc": _nanmean(raw), "ncc_smoothed": _nanmean(smooth), "ncc_min": _nanmin(raw)}

@@ -97,7 +97,15 @@ def from_translations(offsets) -> Transforms:
 def rigid_matrix(*, rotation_deg: float = 0.0, translation=(0.0, 0.0), center=(0.0, 0.0)):
     """3x3 matrix of ``q = R (p - center) + center + translation``.
 
-    A positive angle turns the +y axis towards +x. Returns ndarray of shape (3, 3).
+    A positive angle turns the +y axis towards +x.
+
+    Args:
+        rotation_deg: the rotation angle in degrees.
+        translation: (dy, dx) in pixels.
+        center: (y, x) of the rotation's centre, in pixels.
+
+    Returns:
+        ndarray of shape (3, 3).
     """
     a = np.deg2rad(float(rotation_deg))
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
@@ -126,7 +134,12 @@ def normalized_to_affine(theta, shape) -> Transforms:
 
 
 def concatenate(parts, *, shape=None) -> Transforms:
-    """Joins transforms along z; sections without fields get zero fields if any has one."""
+    """Joins transforms along z; sections without fields get zero fields if any has one.
+
+    Args:
+        parts: an iterable of :class:`Transforms`; those with fields must share one grid.
+        shape: unused; the fields' grid is that of the parts with fields.
+    """
     parts = list(parts)
     shapes = {p.shape for p in parts if p.fields is not None}
     if len(shapes) > 1:
@@ -168,7 +181,16 @@ def _sample_field(field, coords):
 
 
 def sampling_grid(transforms: Transforms, z: int, shape) -> np.ndarray:
-    """Input coordinates of every output pixel of section ``z``: ndarray (2, Y, X)."""
+    """Input coordinates of every output pixel of section ``z``: ndarray (2, Y, X).
+
+    Args:
+        transforms: the stack's transforms.
+        z: the section.
+        shape: (Y, X) of the output grid; it must be the fields' grid when there are fields.
+
+    Returns:
+        ndarray of shape (2, Y, X), float64: the (y, x) input coordinates ``T_z(p)``.
+    """
     grid = np.indices(tuple(shape), dtype=np.float64)
     matrix = transforms.matrices[z]
     coords = np.einsum("ij,jyx->iyx", matrix[:2, :2], grid) + matrix[:2, 2, None, None]
@@ -187,6 +209,11 @@ def compose(a: Transforms, b: Transforms, *, shape=None) -> Transforms:
     Warping with ``a`` and then with ``b`` equals warping with ``compose(a, b)``. The
     result's field lies on ``b``'s output grid (``b.shape``, else ``shape``, else
     ``a.shape``); the result is affine only when both are.
+
+    Args:
+        a: the outer transforms (applied last to points).
+        b: the inner transforms, as many as ``a``.
+        shape: (Y, X) of the result's field grid when ``b`` has no fields.
     """
     if len(a) != len(b):
         raise InputError(f"cannot compose {len(a)} transforms with {len(b)}")
@@ -212,6 +239,15 @@ def invert(transforms: Transforms, *, shape=None, iterations: int = 50, tol: flo
     With fields, ``S(q) = M^-1 (q - d(S(q)))`` is iterated from ``S(q) = M^-1 q`` on the
     grid ``shape`` (the inverse's output grid: the input frame of ``transforms``; default
     the fields' grid). It converges when the fields are smooth (|grad d| < 1).
+
+    Args:
+        transforms: the transforms to invert.
+        shape: (Y, X) of the inverse's field grid (only with fields).
+        iterations: the most fixed-point steps per section.
+        tol: convergence: the largest step in pixels below which the iteration stops.
+
+    Returns:
+        :class:`Transforms` mapping raw to aligned coordinates.
 
     Raises:
         InputError: the matrices are singular, or the iteration does not converge.
@@ -306,7 +342,13 @@ def _nearest(image, coords, cval):
 
 
 def valid_mask(transforms: Transforms, input_shape, *, output_shape=None) -> np.ndarray:
-    """Output pixels that sample inside the input: bool ndarray of shape (Z, Y', X')."""
+    """Output pixels that sample inside the input: bool ndarray of shape (Z, Y', X').
+
+    Args:
+        transforms: Z transforms.
+        input_shape: (Y, X) of the input (raw) sections.
+        output_shape: (Y', X'); default the fields' grid, else ``input_shape``.
+    """
     out_shape = tuple(output_shape or transforms.shape or input_shape)
     limit = np.array(input_shape, dtype=np.float64)[:, None, None] - 1
     mask = np.empty((len(transforms), *out_shape), bool)

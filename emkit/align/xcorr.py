@@ -119,8 +119,23 @@ def register_pair(reference, moving, *, refine="none", upsample_factor=20, coars
                   seed=0) -> xforms.Transforms:
     """The transform (one section) with ``reference(p) ~ moving(P(p))``.
 
-    See :func:`align_xcorr` for the arguments. A blank section (constant) gives the
-    identity.
+    A blank section (constant) gives the identity.
+
+    Args:
+        reference: ndarray of shape (Y, X), the fixed section.
+        moving: ndarray of shape (Y, X), the section to register to it.
+        refine: ``"none"`` (translation), ``"affine"`` or ``"elastic"``.
+        upsample_factor: sub-pixel precision of the shifts is 1 / upsample_factor.
+        coarse_factor: block-averaging factor of the coarse pass (1: none).
+        smooth_sigma: Gaussian sigma in pixels applied before correlating.
+        block_size: block edge in pixels for ``refine``.
+        residual_threshold: pixels; RANSAC inlier distance, and the elastic outlier test.
+        elastic_sigma: smoothing of the elastic block shifts, in grid steps.
+        seed: seed of RANSAC's sampling.
+
+    Returns:
+        :class:`~emkit.align.transforms.Transforms` of one section, on the grid of
+        ``reference`` (with a field for ``refine="elastic"``).
     """
     reference = np.asarray(reference, dtype=np.float32)
     moving = np.asarray(moving, dtype=np.float32)
@@ -139,7 +154,19 @@ def register_pair(reference, moving, *, refine="none", upsample_factor=20, coars
 
 
 def estimate_shift(reference, moving, *, upsample_factor=20, coarse_factor=4, smooth_sigma=1.0):
-    """The shift ``s`` (dy, dx) with ``reference(p) ~ moving(p - s)``, coarse to fine."""
+    """The shift ``s`` (dy, dx) with ``reference(p) ~ moving(p - s)``, coarse to fine.
+
+    Args:
+        reference: ndarray of shape (Y, X).
+        moving: ndarray of shape (Y, X).
+        upsample_factor: sub-pixel precision of the fine shift is 1 / upsample_factor.
+        coarse_factor: block-averaging factor of the coarse pass (1: none; skipped when
+            the reduced section would be smaller than 32 pixels).
+        smooth_sigma: Gaussian sigma in pixels applied before correlating.
+
+    Returns:
+        ndarray of shape (2,), float64, in pixels.
+    """
     from skimage.transform import downscale_local_mean
 
     reference = ndi.gaussian_filter(np.asarray(reference, np.float32), smooth_sigma)
@@ -283,7 +310,15 @@ def remove_drift(transforms: xforms.Transforms, *, shape, sigma=None) -> xforms.
 
 
 def local_trend(values, sigma) -> np.ndarray:
-    """Gaussian-weighted local linear fit of ``values`` (Z, ...) over z, at every z."""
+    """Gaussian-weighted local linear fit of ``values`` (Z, ...) over z, at every z.
+
+    Args:
+        values: ndarray of shape (Z, ...); each trailing element is fitted separately.
+        sigma: the Gaussian's width in sections.
+
+    Returns:
+        ndarray of the shape of ``values``, float64: the fitted line's value at each z.
+    """
     values = np.asarray(values, dtype=np.float64)
     z = np.arange(len(values), dtype=np.float64)
     flat = values.reshape(len(values), -1)

@@ -71,7 +71,15 @@ class Augmentation:
         return (0, 0, 0)
 
     def draw(self, rng: np.random.Generator, shape: Shape) -> dict:
-        """Random parameters for one application to a raw array of ``shape``."""
+        """Random parameters for one application to a raw array of ``shape``.
+
+        Args:
+            rng: a ``numpy.random.Generator``, the only source of randomness.
+            shape: (Z, Y, X) of the raw array that :meth:`apply` will get.
+
+        Returns:
+            A dict of parameters for :meth:`apply` (empty here).
+        """
         del rng, shape
         return {}
 
@@ -118,7 +126,12 @@ class Augmentation:
 
 
 def check_probability(value, key: str) -> float:
-    """``value`` as a float in [0, 1], or InputError naming ``key``."""
+    """``value`` as a float in [0, 1], or InputError naming ``key``.
+
+    Args:
+        value: the value to check (a bool is refused).
+        key: the recipe key, for the error message.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise InputError(f"{key} must be a probability between 0 and 1, got {value!r}")
     if not 0 <= value <= 1:
@@ -128,6 +141,15 @@ def check_probability(value, key: str) -> float:
 
 def check_range(value, key: str, *, low=-math.inf, high=math.inf) -> tuple[float, float]:
     """A number (fixed) or ``[lo, hi]`` (uniform range) as ``(lo, hi)``, within bounds.
+
+    Args:
+        value: a number, or a list or tuple of two numbers with low <= high.
+        key: the recipe key, for the error message.
+        low: the smallest allowed value.
+        high: the largest allowed value.
+
+    Raises:
+        InputError: ``value`` is not of that form, or lies outside ``[low, high]``.
 
     >>> check_range(4, "sigma"), check_range([2, 6], "sigma")
     ((4.0, 4.0), (2.0, 6.0))
@@ -150,21 +172,38 @@ def check_range(value, key: str, *, low=-math.inf, high=math.inf) -> tuple[float
 
 
 def check_int(value, key: str, *, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``, or InputError naming ``key``."""
+    """``value`` as an int >= ``minimum``, or InputError naming ``key``.
+
+    Args:
+        value: the value to check (a bool or float is refused).
+        key: the recipe key, for the error message.
+        minimum: the smallest allowed value.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InputError(f"{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def check_choice(value, key: str, allowed) -> str:
-    """``value`` if it is one of ``allowed``, else InputError naming ``key``."""
+    """``value`` if it is one of ``allowed``, else InputError naming ``key``.
+
+    Args:
+        value: the value to check.
+        key: the recipe key, for the error message.
+        allowed: the allowed values.
+    """
     if value not in allowed:
         raise InputError(f"{key} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
 
 
 def uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    """A uniform draw in ``bounds``; a fixed value when low == high (no draw is spent)."""
+    """A uniform draw in ``bounds``; a fixed value when low == high (no draw is spent).
+
+    Args:
+        rng: a ``numpy.random.Generator``.
+        bounds: ``(low, high)``, as :func:`check_range` returns it.
+    """
     low, high = bounds
     return low if low == high else float(rng.uniform(low, high))
 
@@ -218,7 +257,12 @@ def center_crop(array, shape):
 
 
 def grow(shape, margin) -> Shape:
-    """``shape`` plus ``margin`` on both sides of every axis."""
+    """``shape`` plus ``margin`` on both sides of every axis.
+
+    Args:
+        shape: (Z, Y, X).
+        margin: (z, y, x) voxels to add on each side.
+    """
     return tuple(int(s) + 2 * int(m) for s, m in zip(shape, margin))
 
 
@@ -299,6 +343,13 @@ def choose_augmentations(plan: AugmentPlan, rng: np.random.Generator) -> list[bo
     With ``plan.max_defects`` set, if more EM defects were chosen than allowed, a random
     subset of that size is kept (so no defect has priority by its place in the list).
     One uniform draw is spent per augmentation, whatever the outcome.
+
+    Args:
+        plan: from :func:`plan_augmentations`.
+        rng: a ``numpy.random.Generator``.
+
+    Returns:
+        One bool per augmentation of the plan, in order: True where it runs.
     """
     chosen = [bool(rng.random() < aug.p) for aug in plan.augmentations]
     if plan.max_defects is not None:

@@ -59,6 +59,15 @@ class Blur(Augmentation):
         return (0, m, m)
 
     def draw(self, rng, shape):
+        """Picks the sections to blur, each with probability ``section_p``, and their sigmas.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"sigmas": {z: sigma}}``, sigma in pixels; empty when no section is chosen.
+        """
         sigmas = {}
         for z in range(shape[0]):
             if rng.random() < self.section_p:
@@ -66,6 +75,17 @@ class Blur(Augmentation):
         return {"sigmas": sigmas}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Blurs the chosen sections of a copy of ``raw``; the labels pass through.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
+            params: from :meth:`draw`.
+            out_shapes: unused (the declared margin keeps the blurred edges out).
+
+        Returns:
+            ``(raw, labels)``, ``raw`` itself when no section was chosen.
+        """
         if not params["sigmas"]:
             return raw, labels
         out = raw.copy()

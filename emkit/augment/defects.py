@@ -76,7 +76,13 @@ def shift_sections(array, shifts, *, margin: int, z_offset: int = 0):
 
 
 def fill_region(section, box, value):
-    """A copy of a 2D section with ``section[box] = value``."""
+    """A copy of a 2D section with ``section[box] = value``.
+
+    Args:
+        section: ndarray of shape (Y, X).
+        box: an index into the section, e.g. a tuple of two slices (y, x).
+        value: the fill value.
+    """
     out = np.array(section)
     out[box] = value
     return out
@@ -147,6 +153,16 @@ class Misalign(Augmentation):
         return (0, self.max_shift, self.max_shift)
 
     def draw(self, rng, shape):
+        """Picks the moved sections (one, or a slip) and their common shift.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"shifts": {z: (dy, dx)}}`` in whole pixels, the same shift for every moved
+            section; empty for a one-section sample.
+        """
         depth = shape[0]
         if depth < 2:
             return {"shifts": {}}
@@ -165,6 +181,18 @@ class Misalign(Augmentation):
         return {"shifts": {int(rng.integers(depth)): shift}}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Moves the chosen sections of raw, and of labels if ``shift_labels``.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw`; section indices count in ``raw``'s z.
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)``, each cut by ``max_shift`` on each side of y and x (see
+            :func:`shift_sections`); unchanged for a one-section sample.
+        """
         if raw.shape[0] < 2:
             return raw, labels
         shifts, m = params["shifts"], self.max_shift
@@ -199,6 +227,16 @@ class MissingSection(Augmentation):
         self.max_sections = check_int(max_sections, "missing_section: max_sections", minimum=1)
 
     def draw(self, rng, shape):
+        """Picks the lost sections and, for each, blank or the neighbour it copies.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"sections": {z: ("blank", None) or ("duplicate", source_z)}}``; empty for a
+            one-section sample.
+        """
         depth = shape[0]
         if depth < 2:
             return {"sections": {}}
@@ -215,6 +253,17 @@ class MissingSection(Augmentation):
         return {"sections": sections}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Replaces the lost sections of a copy of ``raw``; the labels pass through.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
+            params: from :meth:`draw`.
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)``.
+        """
         if not params["sections"]:
             return raw, labels
         out = raw.copy()
@@ -242,12 +291,35 @@ class MissingRegion(Augmentation):
         self.value = check_range(value, "missing_region: value", low=0, high=1)[0]
 
     def draw(self, rng, shape):
+        """Picks the section and the rectangle.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"z": z, "box": (top, left, height, width)}``, the box in fractions of the
+            kept section's height and width.
+        """
         z = int(rng.integers(shape[0]))
         height, width = uniform(rng, self.size), uniform(rng, self.size)
         top, left = float(rng.random()) * (1 - height), float(rng.random()) * (1 - width)
         return {"z": z, "box": (top, left, height, width)}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Fills the rectangle of a copy of ``raw`` with ``value``; the labels pass through.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
+            params: from :meth:`draw`.
+            out_shapes: ``(raw_shape, labels_shape)`` of the kept crops, or None; the box
+                is placed within the centred window of ``raw_shape`` (all of ``raw`` for
+                None).
+
+        Returns:
+            ``(raw, labels)``.
+        """
         (y0, ny), (x0, nx) = _window(raw.shape, out_shapes and out_shapes[0])
         top, left, height, width = params["box"]
         ya, xa = y0 + round(top * ny), x0 + round(left * nx)
@@ -275,6 +347,16 @@ class DarkBlotch(Augmentation):
         self.darkness = check_range(darkness, "dark_blotch: darkness", low=0, high=1)
 
     def draw(self, rng, shape):
+        """Picks the section, the spot's centre, radius and darkness.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"z", "center", "radius", "darkness"}``, ``center`` as fractions (cy, cx) of
+            the kept section's height and width, ``radius`` in pixels.
+        """
         return {
             "z": int(rng.integers(shape[0])),
             "center": (float(rng.random()), float(rng.random())),
@@ -283,6 +365,19 @@ class DarkBlotch(Augmentation):
         }
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Darkens the spot on a copy of ``raw`` (:func:`blotch_factor`); labels pass through.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
+            params: from :meth:`draw`.
+            out_shapes: ``(raw_shape, labels_shape)`` of the kept crops, or None; the
+                centre is placed within the centred window of ``raw_shape`` (all of
+                ``raw`` for None).
+
+        Returns:
+            ``(raw, labels)``.
+        """
         (y0, ny), (x0, nx) = _window(raw.shape, out_shapes and out_shapes[0])
         cy, cx = params["center"]
         center = (y0 + cy * (ny - 1), x0 + cx * (nx - 1))

@@ -42,7 +42,12 @@ MODES = ("section", "3d")
 
 
 def control_points(extent: int, spacing: float) -> int:
-    """Number of control points along an axis of ``extent`` voxels (at least 2)."""
+    """Number of control points along an axis of ``extent`` voxels (at least 2).
+
+    Args:
+        extent: the axis' length in voxels.
+        spacing: the distance between control points in voxels.
+    """
     return max(2, math.ceil(extent / spacing) + 1)
 
 
@@ -55,7 +60,17 @@ def spline_coefficients(displacement):
 
 
 def bound_displacement(displacement, limit: float):
-    """``displacement`` scaled so that no voxel moves more than ``limit`` (voxels)."""
+    """``displacement`` scaled so that no voxel moves more than ``limit`` (voxels).
+
+    Args:
+        displacement: ndarray of shape (len(axes), P...), control-point displacements in
+            voxels, as :func:`warp` takes them.
+        limit: the largest allowed displacement in voxels; the bound is the largest
+            spline coefficient (see the module docstring).
+
+    Returns:
+        ``displacement`` itself when within the limit, else a scaled copy.
+    """
     peak = float(np.max(np.abs(spline_coefficients(displacement)), initial=0.0))
     return displacement if peak <= limit else displacement * (limit / peak)
 
@@ -173,6 +188,16 @@ class Elastic(base.Augmentation):
         return margin
 
     def draw(self, rng, shape):
+        """Draws the control-point displacements (and the angle, if any).
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array; the control grid spans it.
+
+        Returns:
+            ``{"displacement": ndarray of shape (2, Py, Px) or (3, Pz, Py, Px)}`` in
+            voxels, plus ``"angle"`` in degrees when ``angle`` is set.
+        """
         axes = self._axes()
         spacing = {0: self.spacing_z, 1: self.spacing, 2: self.spacing}
         points = [control_points(shape[a], spacing[a]) for a in axes]
@@ -184,6 +209,18 @@ class Elastic(base.Augmentation):
         return params
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Warps raw (``order``) and labels (order 0) through the same field.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw`.
+            out_shapes: ``(raw_shape, labels_shape)`` of the centred crops to compute, or
+                None for the whole arrays.
+
+        Returns:
+            ``(raw, labels)`` of ``out_shapes`` when given; voxels from outside are 0.
+        """
         displacement = params["displacement"]
         axes = (0, 1, 2) if displacement.shape[0] == 3 else (1, 2)
         raw_out, labels_out = out_shapes if out_shapes is not None else (None, None)

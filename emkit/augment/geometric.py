@@ -54,6 +54,10 @@ def rot90_yx(array, k):
     """``array`` rotated by ``k`` quarter turns in the (y, x) plane (a view), or None.
 
     One quarter turn moves the voxel right of the centre to above it, as ``np.rot90``.
+
+    Args:
+        array: ndarray of shape (Z, Y, X), or None.
+        k: the number of quarter turns (any integer; negative turns the other way).
     """
     return None if array is None else np.rot90(array, k, axes=(-2, -1))
 
@@ -126,7 +130,12 @@ _CV2_ORDERS = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
 
 
 def center_z(array, depth):
-    """The centred ``depth`` sections of ``array`` (a view)."""
+    """The centred ``depth`` sections of ``array`` (a view).
+
+    Args:
+        array: ndarray of shape (Z, Y, X).
+        depth: the number of sections to keep, at most Z.
+    """
     start = (array.shape[0] - depth) // 2
     return array[start:start + depth]
 
@@ -136,6 +145,13 @@ def rotation_margin(shape, angle_range):
 
     The rotated crop's bounding box is largest at an end of the range or where |sin| =
     |cos|; one more pixel covers the interpolation footprint and one more the rounding.
+
+    Args:
+        shape: (Z, Y, X) of the crop wanted after the rotation.
+        angle_range: ``(low, high)`` in degrees.
+
+    Returns:
+        ``(0, my, mx)``, the pixels to add on each side of y and x.
     """
     _, y, x = shape
     low, high = np.radians(angle_range)
@@ -181,9 +197,29 @@ class Flip(base.Augmentation):
         self.axes = axes
 
     def draw(self, rng, shape):
+        """Picks the axes that flip, each of ``axes`` with probability 1/2.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+
+        Returns:
+            ``{"axes": tuple of axis numbers}`` (0 = z, 1 = y, 2 = x), possibly empty.
+        """
         return {"axes": tuple(AXES.index(a) for a in self.axes if rng.random() < 0.5)}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Mirrors raw and labels along the drawn axes (views).
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw`.
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)``.
+        """
         return flip(raw, params["axes"]), flip(labels, params["axes"])
 
 
@@ -203,6 +239,17 @@ class Transpose(base.Augmentation):
         return square_margin(shape)
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Swaps y and x of raw and labels (views).
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw` (empty).
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)`` of shapes (Z, X, Y) and (Z', X', Y').
+        """
         return transpose_yx(raw), transpose_yx(labels)
 
 
@@ -222,9 +269,29 @@ class Rotate90(base.Augmentation):
         return square_margin(shape)
 
     def draw(self, rng, shape):
+        """Picks the number of quarter turns.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+
+        Returns:
+            ``{"k": 0, 1, 2 or 3}``.
+        """
         return {"k": int(rng.integers(4))}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Turns raw and labels by ``k`` quarter turns in (y, x) (views, :func:`rot90_yx`).
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw`.
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)``.
+        """
         return rot90_yx(raw, params["k"]), rot90_yx(labels, params["k"])
 
 
@@ -252,9 +319,30 @@ class Rotate(base.Augmentation):
         return rotation_margin(shape, self.angle)
 
     def draw(self, rng, shape):
+        """Draws the angle.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+
+        Returns:
+            ``{"angle": degrees}``.
+        """
         return {"angle": base.uniform(rng, self.angle)}
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Rotates raw (``order``) and labels (nearest id) about their common centre.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
+            params: from :meth:`draw`.
+            out_shapes: ``(raw_shape, labels_shape)`` of the centred crops to compute, or
+                None for the whole arrays (see :func:`rotate_yx`).
+
+        Returns:
+            ``(raw, labels)``; voxels from outside the input are 0.
+        """
         raw_out, labels_out = out_shapes if out_shapes is not None else (None, None)
         raw = rotate_yx(raw, params["angle"], order=self.order, out_shape=raw_out)
         if labels is not None:

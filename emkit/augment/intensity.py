@@ -42,13 +42,39 @@ class _PerSection(Augmentation):
         self.section_p = check_probability(section_p, f"{self.name}: section_p")
 
     def draw(self, rng, shape):
+        """Picks the sections to change, each with ``section_p``, and their parameters.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"sections": {z: keyword arguments of apply_section}}``.
+        """
         return {"sections": {z: self.draw_section(rng, shape) for z in _sections(
             rng, shape[0], self.section_p)}}
 
     def draw_section(self, rng, shape):  # pragma: no cover - overridden
+        """The parameters of one section, as keyword arguments of ``apply_section``.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+        """
         raise NotImplementedError
 
     def apply(self, raw, labels, params, out_shapes=None):
+        """Changes the chosen sections of a copy of ``raw``; the labels pass through.
+
+        Args:
+            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
+            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
+            params: from :meth:`draw`.
+            out_shapes: unused.
+
+        Returns:
+            ``(raw, labels)``, ``raw`` itself when no section was chosen.
+        """
         sections = params["sections"]
         if not sections:
             return raw, labels
@@ -76,9 +102,22 @@ class BrightnessContrast(_PerSection):
         self.contrast = check_range(contrast, "brightness_contrast: contrast", low=0)
 
     def draw_section(self, rng, shape):
+        """``{"alpha": contrast, "beta": brightness}`` for one section.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+        """
         return {"alpha": uniform(rng, self.contrast), "beta": uniform(rng, self.brightness)}
 
     def apply_section(self, section, *, alpha, beta):
+        """``section * alpha + beta``, by albumentations.
+
+        Args:
+            section: ndarray of shape (Y, X), float32 in [0, 1].
+            alpha: the contrast factor.
+            beta: the brightness shift, in raw units.
+        """
         return _transform("RandomBrightnessContrast").apply(section, alpha=alpha, beta=beta)
 
 
@@ -98,9 +137,21 @@ class Gamma(_PerSection):
         self.gamma = check_range(gamma, "gamma: gamma", low=1e-3, high=1e3)
 
     def draw_section(self, rng, shape):
+        """``{"gamma": exponent}`` for one section.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+        """
         return {"gamma": uniform(rng, self.gamma)}
 
     def apply_section(self, section, *, gamma):
+        """``section ** gamma``, by albumentations.
+
+        Args:
+            section: ndarray of shape (Y, X), float32 in [0, 1].
+            gamma: the exponent.
+        """
         return _transform("RandomGamma").apply(section, gamma=gamma)
 
 
@@ -120,6 +171,16 @@ class Noise(_PerSection):
         self.std = check_range(std, "noise: std", low=0, high=1)
 
     def draw(self, rng, shape):
+        """Picks the sections, a std for each, and draws their noise.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array.
+
+        Returns:
+            ``{"sections": {z: {"noise_map": ndarray of shape (Y, X), float32}}}``, the
+            noise already scaled by the section's std.
+        """
         sections = _sections(rng, shape[0], self.section_p)
         # One draw per section for the std, then one noise field for all of them.
         stds = [uniform(rng, self.std) for _ in sections]
@@ -128,6 +189,12 @@ class Noise(_PerSection):
         return {"sections": {z: {"noise_map": m} for z, m in maps.items()}}
 
     def apply_section(self, section, *, noise_map):
+        """``section + noise_map``, by albumentations.
+
+        Args:
+            section: ndarray of shape (Y, X), float32 in [0, 1].
+            noise_map: ndarray of shape (Y, X), float32, the noise to add.
+        """
         return _transform("GaussNoise").apply(section, noise_map=noise_map)
 
 
@@ -151,8 +218,20 @@ class Clahe(_PerSection):
         self.tile = int(check_range(tile, "clahe: tile", low=1)[0])
 
     def draw_section(self, rng, shape):
+        """``{"clip_limit": limit}`` for one section.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            shape: (Z, Y, X) of the raw array (unused).
+        """
         return {"clip_limit": uniform(rng, self.clip_limit)}
 
     def apply_section(self, section, *, clip_limit):
+        """CLAHE of one section with ``tile`` x ``tile`` tiles, by albumentations.
+
+        Args:
+            section: ndarray of shape (Y, X), float32 in [0, 1].
+            clip_limit: the contrast limit.
+        """
         transform = _transform("CLAHE", tile_grid_size=(self.tile, self.tile))
         return transform.apply(section, clip_limit=clip_limit)

@@ -263,6 +263,12 @@ def recipe_model(recipe):
 def preview_samples(recipe: dict, *, samples: int = 4, root=None):
     """Draws ``samples`` samples as a recipe's sampler makes them.
 
+    Args:
+        recipe: a preview recipe dict (the keys of ``DESCRIPTION``: ``dataset``,
+            ``model`` or ``input_shape``/``output_shape``, ``augment``, ...).
+        samples: the number of samples.
+        root: the data root for ``load_dataset`` (None: the default).
+
     Returns:
         A list of dicts with ``raw``, ``augmented`` (ndarrays (Y, X)), ``target`` (Y', X',
         C) and ``weight`` (Y', X', C); for 3D samples, the output section with the most
@@ -297,7 +303,15 @@ def preview_samples(recipe: dict, *, samples: int = 4, root=None):
 
 def preview_rows(sampler, samples: int):
     """Samples ``0 .. samples - 1`` of a sampler, without and with augmentation (see
-    :func:`preview_samples`)."""
+    :func:`preview_samples`).
+
+    Args:
+        sampler: a :class:`~emkit.sampling.PatchSampler`.
+        samples: the number of samples.
+
+    Returns:
+        The rows, as :func:`preview_samples` returns them.
+    """
     import numpy as np
 
     rows = []

@@ -40,6 +40,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="ensemble_command", metavar="ACTION", required=True)
 
     def members(p, models=None):
+        """Adds the member options (``--models``, ``--weights``, ``--fit-weights``, ...).
+
+        Args:
+            p: the subcommand's parser.
+            models: a group of ``p`` to hold ``--models`` (then optional there), or None
+                to add a required ``--models`` to ``p`` itself.
+        """
         (models or p).add_argument("--models", nargs="+", metavar="M.keras",
                                    required=models is None, help="the member models")
         p.add_argument("--weights", nargs="+", type=float, metavar="W",

@@ -131,6 +131,12 @@ def _sigterm_interrupts():
         return
 
     def interrupt(signum, frame):
+        """The SIGTERM handler: raises KeyboardInterrupt.
+
+        Args:
+            signum: the signal number (SIGTERM).
+            frame: the interrupted stack frame (unused).
+        """
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

@@ -143,7 +143,17 @@ NAMES = {"pixel_error": "pixel error", "v_rand": "ISBI V_rand", "v_info": "ISBI 
 
 
 def aligner_summary(recipe, result, uri: str) -> str:
-    """What an align recipe's run produced (``emkit recipe run``, ``emkit align train``)."""
+    """What an align recipe's run produced (``emkit recipe run``, ``emkit align train``).
+
+    Args:
+        recipe: the align recipe as run.
+        result: the run's :class:`~emkit.recipes.run.RunResult` (from
+            :func:`~emkit.recipes.align_run.train_aligner`).
+        uri: the tracking store.
+
+    Returns:
+        The lines to print, joined by newlines.
+    """
     return "\n".join([
         "",
         f"recipe      {recipe.name}{' (resumed)' if result.resumed else ''}",

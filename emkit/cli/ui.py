@@ -103,7 +103,13 @@ def _wait_until_answering(server, address: str, log) -> None:
 
 
 def stop_group(server, timeout: float = 10.0) -> None:
-    """Stops the server's process group: SIGTERM, then SIGKILL for what remains."""
+    """Stops the server's process group: SIGTERM, then SIGKILL for what remains.
+
+    Args:
+        server: the ``subprocess.Popen`` of the server, started in a new session (its
+            pid is the group's id).
+        timeout: seconds to wait for the group to exit after each signal.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(server.pid, sig)

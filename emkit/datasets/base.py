@@ -93,6 +93,10 @@ class SectionSplit:
 def last_sections(num_sections: int, fraction: float) -> tuple[int, ...]:
     """The last ``round(fraction * num_sections)`` sections (at least 1, at most all but 1).
 
+    Args:
+        num_sections: the number of sections (z) of the volume, at least 2.
+        fraction: the share of sections to return, strictly between 0 and 1.
+
     >>> last_sections(25, 0.2)
     (20, 21, 22, 23, 24)
     """

@@ -108,7 +108,12 @@ def root_origin(root: str | os.PathLike | None = None) -> str:
 
 
 def sha256sum(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
+    """The sha256 hex digest of a file, read in chunks.
+
+    Args:
+        path: the file.
+        chunk_bytes: bytes read at a time.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
@@ -121,6 +126,10 @@ def dataset_folder(info: DatasetInfo, *, root=None) -> Path:
 
     The data root's folder is used when it holds all required files, else the copy
     shipped with emkit (if any); when neither is complete, the data root's folder.
+
+    Args:
+        info: the data set.
+        root: data root (see :func:`data_root`).
     """
     folder = data_root(root) / (info.folder or info.name)
     required = [f.name for f in info.files if f.required]
@@ -133,7 +142,16 @@ def dataset_folder(info: DatasetInfo, *, root=None) -> Path:
 
 
 def find_file(info: DatasetInfo, name: str, *, root=None) -> Path | None:
-    """Finds one file of a data set: in its chosen folder, else in the data root's."""
+    """Finds one file of a data set: in its chosen folder, else in the data root's.
+
+    Args:
+        info: the data set.
+        name: the file's name.
+        root: data root (see :func:`data_root`).
+
+    Returns:
+        The file's path, or None when neither folder holds it.
+    """
     for folder in (dataset_folder(info, root=root), data_root(root) / (info.folder or info.name)):
         if (folder / name).is_file():
             return folder / name
@@ -163,7 +181,13 @@ def require_files(info: DatasetInfo, *, root=None, names=None) -> Path:
 
 
 def missing_message(info: DatasetInfo, missing, *, root=None) -> str:
-    """The "put these files there" message for missing files, on one line."""
+    """The "put these files there" message for missing files, on one line.
+
+    Args:
+        info: the data set.
+        missing: the names of the missing files.
+        root: data root (see :func:`data_root`).
+    """
     folder = data_root(root) / (info.folder or info.name)
     optional = [f.name for f in info.files if not f.required and f.name not in missing]
     where = ", ".join(str(folder / name) for name in missing)
@@ -175,7 +199,16 @@ def missing_message(info: DatasetInfo, missing, *, root=None) -> str:
 
 
 def check_file(info: DatasetInfo, file: DataFile, path: Path) -> FileStatus:
-    """Checks one file: exists, checksum, and (when unverified) that it opens."""
+    """Checks one file: exists, checksum, and (when unverified) that it opens.
+
+    Args:
+        info: the data set the file belongs to.
+        file: the file's :class:`DataFile` entry.
+        path: where the file is (or should be).
+
+    Returns:
+        A :class:`FileStatus`.
+    """
     if not path.is_file():
         return FileStatus(file, path, "missing", "required" if file.required else "optional")
     if not file.sha256:
@@ -205,7 +238,15 @@ def _opens(info: DatasetInfo, file: DataFile, path: Path, detail: str) -> FileSt
 
 
 def check_files(info: DatasetInfo, *, root=None) -> list[FileStatus]:
-    """Checks every file of a data set (see :func:`check_file`)."""
+    """Checks every file of a data set (see :func:`check_file`).
+
+    Args:
+        info: the data set.
+        root: data root (see :func:`data_root`).
+
+    Returns:
+        One :class:`FileStatus` per file of ``info.files``, in order.
+    """
     statuses = []
     for file in info.files:
         path = find_file(info, file.name, root=root)
@@ -217,6 +258,10 @@ def check_files(info: DatasetInfo, *, root=None) -> list[FileStatus]:
 
 def verify_files(info: DatasetInfo, *, root=None) -> list[FileStatus]:
     """Checks a data set's files and raises on the first problem.
+
+    Args:
+        info: the data set.
+        root: data root (see :func:`data_root`).
 
     Returns:
         The statuses, when every required file is present and none is damaged.
@@ -240,6 +285,14 @@ def verify_files(info: DatasetInfo, *, root=None) -> list[FileStatus]:
 
 def role_spec(info: DatasetInfo, role: str, *, root=None) -> str:
     """The volume spec of one role (``"raw"``, ``"labels"``, ``"test"``) of a data set.
+
+    Args:
+        info: the data set.
+        role: the role's name, a key of ``info.roles``.
+        root: data root (see :func:`data_root`).
+
+    Returns:
+        ``"path"`` or ``"path:key"``, for :func:`~emkit.io.open_volume`.
 
     Raises:
         InputError: the data set has no such role.

@@ -154,7 +154,13 @@ def make_ensemble(models, *, weights=None, metadata=None) -> Ensemble:
 
 
 def with_weights(ensemble: Ensemble, weights, *, metadata=None) -> Ensemble:
-    """A copy of ``ensemble`` with new weights (normalized) and metadata merged in."""
+    """A copy of ``ensemble`` with new weights (normalized) and metadata merged in.
+
+    Args:
+        ensemble: the :class:`Ensemble` to copy (members, metadata and source kept).
+        weights: one number >= 0 per member, normalized to sum 1.
+        metadata: a mapping merged over the ensemble's metadata, or None.
+    """
     w = normalize_weights(weights, len(ensemble.members))
     members = tuple(Member(m.path, float(wk), m.sha256) for m, wk in zip(ensemble.members, w))
     return Ensemble(members, {**ensemble.metadata, **(metadata or {})}, ensemble.source)

@@ -73,6 +73,13 @@ class EnsembleValidation(build.ValidationPipeline):
     evaluating are the recipe's, as for a single run."""
 
     def predict(self, ensemble, *, tta: bool | None = None):
+        """The ensemble's prediction of the validation sections.
+
+        Args:
+            ensemble: an :class:`~emkit.ensemble.Ensemble`, or a sequence of models
+                and/or ``.keras`` paths, as :func:`~emkit.ensemble.predict_ensemble` takes.
+            tta: average flips and transposes; None: ``inference.tta``.
+        """
         from emkit.ensemble.model import predict_ensemble
 
         return predict_ensemble(ensemble, self.raw, progress=False,
@@ -80,7 +87,13 @@ class EnsembleValidation(build.ValidationPipeline):
 
 
 def ensemble_folder(recipe, members: int, output=None) -> Path:
-    """``output``, or a new ``<output_root>/<recipe>-ensemble<K>-<YYYYmmdd-HHMMSS>`` name."""
+    """``output``, or a new ``<output_root>/<recipe>-ensemble<K>-<YYYYmmdd-HHMMSS>`` name.
+
+    Args:
+        recipe: the members' recipe (its name and ``run.output_root``).
+        members: ``K``, the number of members.
+        output: the folder to use, or None for a new name.
+    """
     if output is not None:
         return Path(output)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -102,7 +102,16 @@ def fit_weights(preds, target, known=None, *, eps: float = 1e-6,
 
 
 def fit_columns(columns: np.ndarray, target: np.ndarray, *, eps: float = 1e-6) -> WeightFit:
-    """:func:`fit_weights` on known voxels only: ``columns`` (K, N), ``target`` (N,)."""
+    """:func:`fit_weights` on known voxels only: ``columns`` (K, N), ``target`` (N,).
+
+    Args:
+        columns: ndarray of shape (K, N), each member's predictions of the N voxels.
+        target: ndarray of shape (N,), 0/1.
+        eps: predictions are clipped to ``[eps, 1 - eps]``.
+
+    Returns:
+        A :class:`WeightFit`.
+    """
     from scipy.optimize import minimize
 
     columns = np.asarray(columns)

@@ -46,6 +46,10 @@ def disk_shape(shape) -> tuple[int, ...]:
 def check_output(spec, *, overwrite: bool = False) -> VolumeSpec:
     """Raises :class:`OverwriteError` early when the output exists and ``overwrite`` is False.
 
+    Args:
+        spec: the output volume spec (``path`` or ``path:key``).
+        overwrite: allow replacing an existing output.
+
     Returns:
         The parsed spec.
     """

@@ -38,7 +38,14 @@ def mean_model(ndim: int, input_shape, *, padding: str = "valid") -> keras.Model
 
 
 def constant_model(ndim: int, input_shape, *, value: float = 0.3, channels: int = 2) -> keras.Model:
-    """A valid 3x3 (x3) convolution with zero weights and bias ``value``."""
+    """A valid 3x3 (x3) convolution with zero weights and bias ``value``.
+
+    Args:
+        ndim: 2 or 3.
+        input_shape: Spatial input size.
+        value: every output value.
+        channels: the number of output channels.
+    """
     x = keras.Input((*input_shape, 1))
     conv = _conv(ndim)(channels, 3, padding="valid", kernel_initializer="zeros",
                        bias_initializer=keras.initializers.Constant(value))

@@ -307,6 +307,13 @@ class _Sink:
         return self._weights[key]
 
     def add(self, batch, pred: np.ndarray) -> None:
+        """Adds a batch's weighted tile outputs into ``out``.
+
+        Args:
+            batch: the batch's ``(block_index, block, tile)`` tuples, in order.
+            pred: ndarray of shape (B, Z', Y', X', C), float32, the model's output tiles
+                for ``batch``; scaled by the weights in place.
+        """
         for j, (_, _, tile) in enumerate(batch):
             inner = tile.write_in_output
             weighted = np.multiply(pred[j][inner], self.weights(tile)[inner], out=pred[j][inner])
@@ -326,6 +333,13 @@ class _BlockSink(_Sink):
         self.buffers: dict[int, list] = {}
 
     def add(self, batch, pred: np.ndarray) -> None:
+        """Adds a batch's weighted tiles into their block buffers; a full block into ``out``.
+
+        Args:
+            batch: the batch's ``(block_index, block, tile)`` tuples, in order.
+            pred: ndarray of shape (B, Z', Y', X', C), float32, the model's output tiles
+                for ``batch``; scaled by the weights in place.
+        """
         channels = pred.shape[-1]
         for j, (b, block, tile) in enumerate(batch):
             if b not in self.buffers:

@@ -109,6 +109,12 @@ def axis_starts(size: int, tile: int, overlap: int = 0, period: int = 1) -> list
 def mirror_indices(start: int, length: int, size: int) -> np.ndarray:
     """Indices into an axis of ``size`` for ``[start, start + length)``, mirrored outside it.
 
+    Args:
+        start: First index; may be negative.
+        length: Number of indices.
+        size: Length of the axis (mirrored about its first and last voxel, as
+            ``np.pad(..., mode="reflect")``).
+
     >>> mirror_indices(-3, 9, 4).tolist()
     [3, 2, 1, 0, 1, 2, 3, 2, 1]
     """

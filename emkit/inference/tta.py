@@ -86,7 +86,16 @@ def apply_transform(x: np.ndarray, transform: Transform) -> np.ndarray:
 
 
 def invert_transform(y: np.ndarray, transform: Transform) -> np.ndarray:
-    """A batch in a variant's orientation turned back (channels unchanged)."""
+    """A batch in a variant's orientation turned back (channels unchanged).
+
+    Args:
+        y: ndarray of shape ``(B, Z, Y, X, C)``, e.g. the model's output for
+            :func:`apply_transform`'s batch.
+        transform: The variant.
+
+    Returns:
+        A view of ``y`` in the original orientation.
+    """
     if transform.transpose:
         y = np.swapaxes(y, 2, 3)
     axes = [1 + a for a, f in enumerate(transform.flip) if f]

@@ -142,6 +142,15 @@ class SectionAligner(layers.Layer):
         return warped, inside
 
     def call(self, inputs, training=None):
+        """The patch with every section aligned onto the reference (centre) section.
+
+        Args:
+            inputs: ``(batch, z, y, x, c)`` with a fixed ``z``.
+            training: Whether this is a training call (the NCC loss is added only then).
+
+        Returns:
+            ``(batch, z, y, x, c)``.
+        """
         depth = inputs.shape[1]
         center = depth // 2
         section_shape = (-1, *inputs.shape[2:])

@@ -74,7 +74,12 @@ def dict_to_spec(config: Mapping[str, Any]) -> Spec:
 
 
 def get_spec(name: str, **overrides: Any) -> Spec:
-    """The registered spec ``name``, with ``overrides`` applied (e.g. ``out_channels=3``)."""
+    """The registered spec ``name``, with ``overrides`` applied (e.g. ``out_channels=3``).
+
+    Args:
+        name: A name in ``ARCHITECTURES``.
+        **overrides: Spec keys to change.
+    """
     if name not in ARCHITECTURES:
         raise InputError(
             f"architecture: unknown name {name!r}; registered: {', '.join(ARCHITECTURES)}"

@@ -179,6 +179,12 @@ def _axis_step(kind: str, name: str, config: dict, ins: list, axis: int, ndim: i
         return [size, stride, max(s[2] for s in ins), ""]
 
     def pick(key, default=1):
+        """A layer setting on this axis: a per-axis list is indexed, a scalar is shared.
+
+        Args:
+            key: the key of the layer's config (``"kernel_size"``, ``"strides"``, ...).
+            default: the value when the key is missing or None.
+        """
         value = config.get(key, default)
         if value is None:
             return default

@@ -106,6 +106,12 @@ def bilinear_sample(image, coords):
     w_max = ops.cast(width - 1, "float32")
 
     def tap(yy, xx):
+        """The image at integer pixel coordinates, 0 where they lie outside.
+
+        Args:
+            yy: ``(batch, h, w)`` y coordinates (integer-valued floats).
+            xx: ``(batch, h, w)`` x coordinates (integer-valued floats).
+        """
         inside = ops.logical_and(
             ops.logical_and(yy >= 0.0, yy <= h_max), ops.logical_and(xx >= 0.0, xx <= w_max)
         )

@@ -43,7 +43,17 @@ MERGE_MODES = ("concat", "add")
 
 
 def canonical_size(value: Any, ndim: int, key: str, *, minimum: int = 1) -> int | tuple[int, ...]:
-    """An int if the size is the same on every axis, else a tuple with one int per axis."""
+    """An int if the size is the same on every axis, else a tuple with one int per axis.
+
+    Args:
+        value: an int (every axis) or a list or tuple of ``ndim`` ints.
+        ndim: the number of axes.
+        key: the spec key, for the error message.
+        minimum: the smallest allowed size.
+
+    Raises:
+        InputError: ``value`` is not of that form, or a size is below ``minimum``.
+    """
     if isinstance(value, bool):
         raise InputError(f"{key}: expected an int or a list of {ndim} ints, got {value!r}")
     if isinstance(value, int):
@@ -75,21 +85,50 @@ def per_axis(value: int | tuple[int, ...], ndim: int) -> tuple[int, ...]:
 
 
 def check_choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
+    """Raises InputError naming ``key`` unless ``value`` is one of ``allowed``.
+
+    Args:
+        value: the value to check.
+        allowed: the allowed values.
+        key: the spec key, for the error message.
+    """
     if value not in allowed:
         raise InputError(f"{key}: got {value!r}; allowed: {', '.join(map(str, allowed))}")
 
 
 def check_int(value: Any, key: str, *, minimum: int = 1) -> None:
+    """Raises InputError naming ``key`` unless ``value`` is an int >= ``minimum`` (not a bool).
+
+    Args:
+        value: the value to check.
+        key: the spec key, for the error message.
+        minimum: the smallest allowed value.
+    """
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise InputError(f"{key}: expected an int >= {minimum}, got {value!r}")
 
 
 def check_bool(value: Any, key: str) -> None:
+    """Raises InputError naming ``key`` unless ``value`` is a bool.
+
+    Args:
+        value: the value to check.
+        key: the spec key, for the error message.
+    """
     if not isinstance(value, bool):
         raise InputError(f"{key}: expected true or false, got {value!r}")
 
 
 def canonical_input_shape(value: Any, ndim: int) -> tuple[int, ...] | None:
+    """A spec's ``input_shape`` as a tuple, or None.
+
+    Args:
+        value: None, or a list or tuple of ``ndim`` positive ints (the spatial size).
+        ndim: 2 (``(y, x)``) or 3 (``(z, y, x)``).
+
+    Raises:
+        InputError: ``value`` is neither.
+    """
     if value is None:
         return None
     if (
@@ -105,7 +144,13 @@ def canonical_input_shape(value: Any, ndim: int) -> tuple[int, ...] | None:
 
 
 def set_field(obj: Any, name: str, value: Any) -> None:
-    """Set a field of a frozen dataclass (from its ``__post_init__``)."""
+    """Set a field of a frozen dataclass (from its ``__post_init__``).
+
+    Args:
+        obj: the dataclass instance.
+        name: the field's name.
+        value: its new value.
+    """
     object.__setattr__(obj, name, value)
 
 
@@ -139,7 +184,15 @@ class BaseSpec:
 
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
         """Output size on ``axis`` for ``n`` input voxels, or ``(None, reason)`` when
-        ``n`` is not a valid size on that axis."""
+        ``n`` is not a valid size on that axis.
+
+        Args:
+            axis: the spatial axis, 0 to ``ndim - 1`` (``(z, y, x)`` or ``(y, x)`` order).
+            n: the input size on that axis, in voxels.
+
+        Returns:
+            ``(size, "")`` for a valid ``n``, else ``(None, reason)``.
+        """
         raise NotImplementedError(f"{type(self).__name__} gives no axis_output_size formula")
 
     def output_stride(self) -> tuple[int, ...]:
@@ -232,7 +285,12 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
 
 
 def replace(spec: Spec, **changes: Any) -> Spec:
-    """``dataclasses.replace`` for specs, with unknown keys reported as InputError."""
+    """``dataclasses.replace`` for specs, with unknown keys reported as InputError.
+
+    Args:
+        spec: the spec to copy.
+        **changes: the fields to change.
+    """
     allowed = spec_fields(type(spec))
     for key in changes:
         if key not in allowed:

@@ -29,7 +29,12 @@ SMALL_OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 def small_spec(name: str, **overrides: Any) -> Spec:
-    """A tiny variant of a registered architecture (see ``SMALL_OVERRIDES``)."""
+    """A tiny variant of a registered architecture (see ``SMALL_OVERRIDES``).
+
+    Args:
+        name: A name in ``ARCHITECTURES``.
+        **overrides: Spec keys to change on top of the small ones.
+    """
     return get_spec(name, **{**SMALL_OVERRIDES.get(name, {}), **overrides})
 
 

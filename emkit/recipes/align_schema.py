@@ -113,7 +113,13 @@ CHOICES = {"data.prealign": ("none", "xcorr"), "model.transform": ("affine", "fl
 
 
 def dict_to_align_recipe(data: typing.Mapping, *, name: str | None = None) -> AlignRecipe:
-    """A checked :class:`AlignRecipe` from a mapping; InputError names any bad key."""
+    """A checked :class:`AlignRecipe` from a mapping; InputError names any bad key.
+
+    Args:
+        data: the recipe's sections (``data``, ``model``, ``motions``, ``loss``,
+            ``train``, ``tracking``, ``run``), plus ``name``, ``description``, ``task``.
+        name: the recipe's name when ``data`` has none (default ``"align"``).
+    """
     if not isinstance(data, typing.Mapping):
         raise InputError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
     allowed = ("name", "description", "task", *_CLASSES)
@@ -176,6 +182,12 @@ def check_align_recipe(recipe: AlignRecipe) -> None:
 
 
 def getattr_path(recipe, key: str):
+    """The value of a ``section.key`` path of a recipe, e.g. ``"data.crop"``.
+
+    Args:
+        recipe: a recipe dataclass.
+        key: ``"section.key"`` (exactly one dot).
+    """
     section, attr = key.split(".")
     return getattr(getattr(recipe, section), attr)
 

@@ -427,6 +427,15 @@ def tune_postprocessing(recipe: Recipe, data: PreparedData, validate: Validation
     The studies live in ``folder/optuna.db``, named by step and prediction, so a run
     killed while tuning resumes them.
 
+    Args:
+        recipe: the recipe (its ``postprocess`` and ``sampler.offsets``, ``run.seed``).
+        data: the :class:`PreparedData` (validation and scored sections, voxel size).
+        validate: the :class:`ValidationPipeline` after a validation: its ``last.pred``
+            is tuned on, against its ``labels``.
+        folder: the folder for ``optuna.db``, ``heldout.json`` and ``plots/``.
+        tracker: the run's tracker.
+        step: the training step the metrics are logged at.
+
     Returns:
         The :class:`~emkit.tune.heldout.HeldoutTuning`.
     """

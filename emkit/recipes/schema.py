@@ -342,6 +342,10 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 def flatten(data: typing.Mapping, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values.
 
+    Args:
+        data: a nested mapping; an empty mapping stays a value.
+        prefix: put before every key (used by the recursion).
+
     >>> flatten({"train": {"max_steps": 2}, "name": "x"})
     {'train.max_steps': 2, 'name': 'x'}
     """
@@ -358,6 +362,10 @@ def check_choice_table(recipe: Any, choices: typing.Mapping[str, tuple[str, ...]
     """Checks each ``"section.key": allowed words`` of ``choices`` against ``recipe``.
 
     Shared by segmentation and align recipes; the InputError names the key.
+
+    Args:
+        recipe: a recipe dataclass.
+        choices: ``{"section.key": allowed words}``.
     """
     for key, allowed in choices.items():
         section, name = key.split(".")

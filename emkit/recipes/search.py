@@ -127,6 +127,11 @@ def metric_direction(recipe, metric: str | None = None) -> tuple[str, str]:
     ``best_mode`` by default; for a named ``metric``, maximize the F-scores of
     :data:`SCORE_METRICS` and minimize the rest.
 
+    Args:
+        recipe: the loaded recipe.
+        metric: a validation metric (a key of ``emkit.metrics.evaluate.METRICS``), or
+            None for the recipe's.
+
     Raises:
         InputError: ``metric`` is not a validation metric.
     """
@@ -147,6 +152,11 @@ def recipe_pruner(pruner, recipe):
     itself when it is already an Optuna pruner); see :func:`emkit.tune.study.make_pruner`.
 
     Steps are optimizer steps, reported at each validation (``train.validate_every``).
+
+    Args:
+        pruner: ``"median"``, ``"hyperband"``, ``"none"`` or an Optuna pruner.
+        recipe: the loaded recipe; its ``train.validate_every`` (else ``train.max_steps``)
+            and ``train.max_steps`` set the pruner's steps.
     """
     train = recipe.train
     return make_pruner(pruner, every=train.validate_every or train.max_steps,
@@ -156,9 +166,20 @@ def recipe_pruner(pruner, recipe):
 def validation_hook(trial, metric: str):
     """``on_validation(step, metrics)`` for :func:`run_recipe`: reports ``metrics[metric]``
     to the trial at ``step`` and raises :class:`PrunedRun` when the pruner says so.
-    Validations without the metric (None or NaN) are skipped."""
+    Validations without the metric (None or NaN) are skipped.
+
+    Args:
+        trial: the Optuna trial.
+        metric: the validation metric to report.
+    """
 
     def on_validation(step, metrics):
+        """Reports ``metrics[metric]`` to the trial; raises :class:`PrunedRun` to prune.
+
+        Args:
+            step: the optimizer step of the validation.
+            metrics: the validation metrics by name.
+        """
         value = metrics.get(metric)
         if value is None or not math.isfinite(float(value)):
             return
@@ -317,6 +338,12 @@ def _n_finished(study) -> int:
 
 def _print_trial(metric: str):
     def callback(study, trial):
+        """Prints one line for a finished trial (an Optuna ``optimize`` callback).
+
+        Args:
+            study: the Optuna study.
+            trial: the trial that finished (a ``FrozenTrial``).
+        """
         value = "" if trial.value is None else f" {metric}={trial.value:.4g}"
         print(f"{study.study_name}: trial {trial.number} {trial.state.name.lower()}{value} "
               f"{' '.join(trial.user_attrs.get('overrides', []))}", flush=True)

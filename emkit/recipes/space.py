@@ -82,7 +82,15 @@ def read_space(path) -> list[Param]:
 
 
 def parse_space(data, *, source: str = "<space>") -> list[Param]:
-    """The parameters of a space mapping; ``source`` names it in errors."""
+    """The parameters of a space mapping; ``source`` names it in errors.
+
+    Args:
+        data: ``{recipe key: distribution mapping}``, as read from a space file.
+        source: what to call the space in error messages (its file).
+
+    Returns:
+        One :class:`Param` per key, in the mapping's order.
+    """
     if not isinstance(data, dict) or not data:
         raise InputError(
             f"search space {source!r}: expected a mapping of recipe keys to distributions, "
@@ -176,7 +184,12 @@ def yaml_text(value) -> str:
 
 
 def suggest(trial, space: list[Param]) -> dict:
-    """Asks an Optuna trial for a value of each parameter: ``{key: Optuna value}``."""
+    """Asks an Optuna trial for a value of each parameter: ``{key: Optuna value}``.
+
+    Args:
+        trial: the Optuna trial.
+        space: the parameters (:func:`parse_space`).
+    """
     params = {}
     for p in space:
         if p.type == "float":
@@ -189,7 +202,12 @@ def suggest(trial, space: list[Param]) -> dict:
 
 
 def recipe_value(param: Param, value):
-    """The recipe's value for an Optuna value of ``param`` (a categorical's YAML text decoded)."""
+    """The recipe's value for an Optuna value of ``param`` (a categorical's YAML text decoded).
+
+    Args:
+        param: the parameter.
+        value: the value as Optuna stores it.
+    """
     if param.type != "categorical":
         return value
     stored = param.optuna_choices()
@@ -203,6 +221,10 @@ def params_to_overrides(params: dict, space: list[Param]) -> list[str]:
     """``key=value`` overrides for Optuna parameters (a trial's ``params``, ``best_params``).
 
     Keys the space does not know (a space file edited since) are written as they are.
+
+    Args:
+        params: ``{key: Optuna value}``.
+        space: the parameters (:func:`parse_space`).
     """
     by_key = {p.key: p for p in space}
     return [f"{key}={yaml_text(recipe_value(by_key[key], value) if key in by_key else value)}"
@@ -214,6 +236,13 @@ def check_space(space: list[Param], recipe, overrides=(), *, quick: bool = False
     """Loads the recipe with each parameter at each end of its range (each choice of a
     categorical), so that a key the recipe lacks or a value it refuses fails before a
     study starts.
+
+    Args:
+        space: the parameters (:func:`parse_space`).
+        recipe: a shipped recipe's name or a recipe YAML path.
+        overrides: ``key=value`` strings applied before each parameter's value.
+        quick: apply the recipe's ``--quick`` budget.
+        source: what to call the space in error messages (its file).
 
     Raises:
         InputError: naming ``source``, the key and the value, with the recipe's reason.

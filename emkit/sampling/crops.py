@@ -38,7 +38,22 @@ def read_crop(volume, start, shape, *, bounds=None):
 
 
 def pad_crop(data, pad, shape, *, mode):
-    """``data`` padded to the box ``shape`` (``mode`` ``"reflect"`` or ``"constant"`` 0)."""
+    """``data`` padded to the box ``shape`` (``mode`` ``"reflect"`` or ``"constant"`` 0).
+
+    Args:
+        data: the readable part of the box, from :func:`read_crop`.
+        pad: the ``(before, after)`` voxels missing on each axis, from :func:`read_crop`,
+            or None when nothing of the box was readable.
+        shape: (Z', Y', X') of the box.
+        mode: ``"reflect"`` (raw; an axis of length 1 is repeated) or ``"constant"``
+            (labels, filled with 0).
+
+    Returns:
+        ndarray of shape ``shape``; ``data`` itself when nothing is missing.
+
+    Raises:
+        InputError: ``mode="reflect"`` and the box lies wholly outside the volume.
+    """
     if pad is None:  # nothing of the box was readable
         if mode == "reflect":
             raise InputError(f"a crop of shape {tuple(shape)} lies wholly outside the volume")

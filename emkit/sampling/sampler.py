@@ -256,12 +256,31 @@ class PatchSampler(LabelledVolume):
     # ------------------------------------------------------------------ samples
 
     def rng(self, index: int, j: int, epoch: int | None = None) -> np.random.Generator:
-        """The generator of sample ``j`` of batch ``index`` (of ``epoch``, default current)."""
+        """The generator of sample ``j`` of batch ``index`` (of ``epoch``, default current).
+
+        Args:
+            index: the batch in the epoch.
+            j: the sample in the batch.
+            epoch: the epoch; None: the current one.
+
+        Returns:
+            A ``numpy.random.Generator`` seeded by ``(seed, epoch, index, j)``.
+        """
         epoch = self.epoch if epoch is None else epoch
         return np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index, j]))
 
     def sample(self, index: int, j: int = 0, *, epoch=None, augment: bool = True) -> Sample:
-        """Sample ``j`` of batch ``index``; ``augment=False`` gives the same window bare."""
+        """Sample ``j`` of batch ``index``; ``augment=False`` gives the same window bare.
+
+        Args:
+            index: the batch in the epoch.
+            j: the sample in the batch.
+            epoch: the epoch; None: the current one.
+            augment: apply the augmentations (False: the same window, centre-cropped).
+
+        Returns:
+            A :class:`Sample`.
+        """
         rng = self.rng(index, j, epoch)
         start = self.locations.draw(rng)
         raw, ids = self.read(start)
@@ -299,7 +318,13 @@ class PatchSampler(LabelledVolume):
 
 def check_volumes(raw, labels, mask):
     """``(raw, labels, mask)`` after checking that raw is (z, y, x) and the others (or
-    None) have its shape."""
+    None) have its shape.
+
+    Args:
+        raw: ndarray or lazy volume of shape (Z, Y, X).
+        labels: ndarray or lazy volume of shape (Z, Y, X), or None.
+        mask: ndarray or lazy volume of shape (Z, Y, X), or None.
+    """
     if getattr(raw, "ndim", len(getattr(raw, "shape", ()))) != 3:
         raise InputError(f"raw must be a (z, y, x) volume, got shape {raw.shape}")
     for role, array in (("labels", labels), ("mask", mask)):
@@ -334,7 +359,14 @@ def model_targets(model, *, target, offsets, thickness, label_kind, unlabelled_v
 
 def dataset_volumes(dataset, kwargs: dict, *, in_memory: bool):
     """A data set's ``(raw, labels, mask)``, read into memory if asked, with its label
-    kind, unlabelled value and labelled sections set as defaults in ``kwargs``."""
+    kind, unlabelled value and labelled sections set as defaults in ``kwargs``.
+
+    Args:
+        dataset: an :class:`~emkit.datasets.Dataset`.
+        kwargs: the sampler's keyword arguments; ``label_kind``, ``unlabelled_value``
+            and ``labelled_sections`` are set in it where missing (it is changed).
+        in_memory: read the volumes into memory (ndarrays); False keeps them lazy.
+    """
     def load(array):
         return np.asarray(array) if array is not None and in_memory else array
 
@@ -393,6 +425,11 @@ def measure_class_frequency(sampler: PatchSampler, *, chunk: int = 8):
     Every section the sampler may read is converted whole, in chunks of ``chunk``
     sections with the targets' z context, exactly as samples are (labels outside the
     run, mask or labelled sections are unknown; the volume's edge is unknown).
+
+    Args:
+        sampler: the sampler; its labels, mask, labelled sections, target spec and the
+            runs of sections it may read.
+        chunk: sections converted at a time.
 
     Returns:
         ndarray of shape (C,), float64.

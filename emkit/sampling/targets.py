@@ -214,6 +214,14 @@ def boundary_fraction(target, known, spec: TargetSpec):
     """Per-channel sums ``(boundary, known)`` of a target, for :func:`class_weights`.
 
     A boundary is a target of 1 for boundaries and an affinity of 0 for affinities.
+
+    Args:
+        target: ndarray of shape (..., C), as :func:`make_targets` returns it.
+        known: ndarray of the shape of ``target``, 1 where the target is known.
+        spec: the :class:`TargetSpec` (its ``kind``).
+
+    Returns:
+        ``(boundary, known)``, each ndarray of shape (C,), float64.
     """
     axes = tuple(range(target.ndim - 1))
     is_boundary = target if spec.kind == "boundaries" else 1 - target

@@ -111,7 +111,18 @@ def tile_blocks(volume_shape, input_shape, output_shape, *, z_range=None):
 
 
 def tile_sections(volume_shape, input_shape, output_shape, *, sections=None):
-    """:func:`tile_blocks` over each run of consecutive ``sections`` (default: all)."""
+    """:func:`tile_blocks` over each run of consecutive ``sections`` (default: all).
+
+    Args:
+        volume_shape: (Z, Y, X).
+        input_shape: the model's input window (Z, Y, X) (Z = 1 for a 2D model).
+        output_shape: its output window (Z, Y, X), centred in the input window.
+        sections: the sections to cover, or None for all; each run of consecutive
+            sections is tiled on its own (z context mirrored inside the run).
+
+    Returns:
+        A list of :class:`Block`, run by run.
+    """
     nz = int(volume_shape[0])
     runs = section_runs(range(nz) if sections is None else sections)
     if runs and (runs[0].start < 0 or runs[-1].stop > nz):
@@ -127,6 +138,12 @@ def read_input(raw, block: Block, input_shape):
     """The input window of a block: float32 in [0, 1], shape ``input_shape`` (Z, Y, X).
 
     Outside the volume (and outside the block's run of sections) raw is mirrored.
+
+    Args:
+        raw: ndarray or Volume of shape (Z, Y, X) (unsigned or float in [0, 1], see
+            :func:`~emkit.preprocess.raw_to_unit`).
+        block: the :class:`Block`.
+        input_shape: the model's input window (Z, Y, X).
     """
     bounds = [block.bounds, (0, raw.shape[1]), (0, raw.shape[2])]
     data, pad = read_crop(raw, block.input_start, input_shape, bounds=bounds)

@@ -50,7 +50,17 @@ class ValidationSampler(LabelledVolume):
 
     @classmethod
     def from_dataset(cls, dataset, model, *, sections=None, in_memory=True, **kwargs):
-        """A validation sampler over a data set's ``sections`` (default: its validation ones)."""
+        """A validation sampler over a data set's ``sections`` (default: its validation ones).
+
+        Args:
+            dataset: the data set (raw, labels, mask, label kind, unlabelled value and
+                labelled sections are taken from it).
+            model: a built Keras model.
+            sections: the sections to cover; None: the data set's validation sections,
+                or all when it has none.
+            in_memory: read the volumes into memory first.
+            **kwargs: the other :class:`ValidationSampler` arguments.
+        """
         if sections is None:
             sections = dataset.validation_sections or None
         raw, labels, mask = dataset_volumes(dataset, kwargs, in_memory=in_memory)

@@ -38,11 +38,23 @@ class _Every(keras.callbacks.Callback):
         self.every = int(every)
 
     def on_train_batch_end(self, batch, logs=None):
+        """Calls :meth:`act` when the global step is a multiple of ``every``.
+
+        Args:
+            batch: the batch's index within the current epoch (Keras').
+            logs: Keras' batch logs (the epoch's running mean ``loss`` and metrics), or None.
+        """
         step = global_step(self.model)
         if self.every and step % self.every == 0:
             self.act(step, logs or {})
 
     def act(self, step: int, logs: dict) -> None:  # pragma: no cover - abstract
+        """The hook's work, every ``every`` steps.
+
+        Args:
+            step: the global step (optimizer iterations, continued across resumes).
+            logs: Keras' batch logs; ``{}`` when there are none.
+        """
         raise NotImplementedError
 
 
@@ -66,6 +78,12 @@ class Budget(keras.callbacks.Callback):
         self.reason = None
 
     def on_train_batch_end(self, batch, logs=None):
+        """Sets ``model.stop_training`` (and ``reason``) once a budget is spent.
+
+        Args:
+            batch: the batch's index within the current epoch (unused).
+            logs: Keras' batch logs (unused).
+        """
         if global_step(self.model) >= self.max_steps:
             self.reason = f"reached train.max_steps={self.max_steps}"
         elif self.max_minutes is not None and self.clock.minutes() >= self.max_minutes:
@@ -89,9 +107,22 @@ class LossLogger(_Every):
         self._window = [0.0, 0]  # sum and count of batch losses since the last point
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Restarts the epoch's loss sum (Keras' running mean restarts too).
+
+        Args:
+            epoch: the epoch's index (unused).
+            logs: unused.
+        """
         self._epoch_total = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
+        """Recovers the batch's loss from the epoch's running mean and adds it to the window.
+
+        Args:
+            batch: the batch's index within the current epoch, so the running mean
+                covers ``batch + 1`` batches.
+            logs: Keras' batch logs; ``logs["loss"]`` is the epoch's running mean loss.
+        """
         total = float((logs or {}).get("loss", math.nan)) * (batch + 1)
         self._window[0] += total - self._epoch_total
         self._window[1] += 1
@@ -99,6 +130,13 @@ class LossLogger(_Every):
         super().on_train_batch_end(batch, logs)
 
     def act(self, step, logs):
+        """Logs ``train_loss`` (mean since the last point), ``elapsed_minutes`` and
+        ``steps_per_second`` (from the second point on) at ``step``.
+
+        Args:
+            step: the global step.
+            logs: Keras' batch logs (unused; the loss comes from the window).
+        """
         now = time.monotonic()
         loss = self._window[0] / self._window[1] if self._window[1] else math.nan
         self._window = [0.0, 0]
@@ -142,9 +180,21 @@ class Checkpoints(_Every):
         return self.folder / "best.keras"
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Records the epoch in the run's :class:`TrainState`.
+
+        Args:
+            epoch: the epoch's index, as Keras' ``fit`` counts it.
+            logs: unused.
+        """
         self.state.epoch = int(epoch)
 
     def act(self, step, logs):
+        """Saves the checkpoint (:meth:`save`).
+
+        Args:
+            step: the global step (unused; :meth:`save` reads it from the model).
+            logs: unused.
+        """
         self.save()
 
     def on_train_end(self, logs=None):
@@ -213,6 +263,12 @@ class Validation(_Every):
         self.history: list[tuple[int, dict]] = []
 
     def act(self, step, logs):
+        """Runs a validation (:meth:`run`) at ``step``.
+
+        Args:
+            step: the global step.
+            logs: unused.
+        """
         self.run(step)
 
     def run(self, step: int) -> dict:
@@ -243,6 +299,12 @@ class WeightHistograms(_Every):
         self.tracker = tracker
 
     def act(self, step, logs):
+        """Logs the ``weights`` image at ``step``.
+
+        Args:
+            step: the global step.
+            logs: unused.
+        """
         from emkit.training.plots import weight_histograms
 
         self.tracker.log_image(weight_histograms(self.model), key="weights", step=step)
@@ -262,6 +324,12 @@ class LayerVisualization(_Every):
         self.tracker, self.x = tracker, x
 
     def act(self, step, logs):
+        """Logs the ``feature_maps`` image of ``x`` at ``step``.
+
+        Args:
+            step: the global step.
+            logs: unused.
+        """
         from emkit.training.plots import feature_maps
 
         self.tracker.log_image(feature_maps(self.model, self.x), key="feature_maps", step=step)

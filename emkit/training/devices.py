@@ -297,6 +297,13 @@ def plan_devices(devices="auto", *, batch_size: int, mixed_precision: str = "non
     accelerators, cpus = found["accelerators"], found["cpus"]
 
     def plan(strategy, chosen, reason):
+        """The :class:`DevicePlan` of this backend, batch and precision.
+
+        Args:
+            strategy: ``"default"``, ``"cpu"``, ``"mirrored"`` or ``"data_parallel"``.
+            chosen: the training devices' names.
+            reason: how ``train.devices`` was resolved.
+        """
         return DevicePlan(name, strategy, tuple(chosen), int(batch_size), mixed_precision,
                           found, reason)
 

@@ -24,6 +24,15 @@ class ChannelBCE(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
+        """The cross entropy of every element, before weighting and averaging.
+
+        Args:
+            y_true: targets, ``(batch, ..., C)`` in [0, 1].
+            y_pred: predicted probabilities, the shape of ``y_true``.
+
+        Returns:
+            A tensor of the shape of ``y_true``.
+        """
         return keras.losses.binary_crossentropy(y_true[..., None], y_pred[..., None])
 
 

@@ -236,6 +236,12 @@ def optimize_with_bar(study, objective, *, n_trials: int, remaining: int, timeou
                disable=not progress, dynamic_ncols=True)
 
     def update(study, trial):
+        """Advances the bar by one finished trial (an Optuna ``optimize`` callback).
+
+        Args:
+            study: the study.
+            trial: the trial that finished (a ``FrozenTrial``).
+        """
         if show_best and trial.state == COMPLETE:
             bar.set_postfix(best=f"{study.best_value:.4f}", refresh=False)
         bar.update(1)
@@ -266,18 +272,59 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         return self._samplers[trial.number]
 
     def infer_relative_search_space(self, study, trial):
+        """The trial's TPE's relative search space (Optuna's ``BaseSampler`` hook).
+
+        Args:
+            study: the study.
+            trial: the trial (a ``FrozenTrial``).
+
+        Returns:
+            ``{param name: distribution}``.
+        """
         return self._for(trial).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
+        """Values for the relative search space, from the trial's TPE.
+
+        Args:
+            study: the study.
+            trial: the trial (a ``FrozenTrial``).
+            search_space: from :meth:`infer_relative_search_space`.
+
+        Returns:
+            ``{param name: value}``.
+        """
         return self._for(trial).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        """A value for one parameter outside the relative space, from the trial's TPE.
+
+        Args:
+            study: the study.
+            trial: the trial (a ``FrozenTrial``).
+            param_name: the parameter's name.
+            param_distribution: its Optuna distribution.
+        """
         return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study, trial):
+        """Passes Optuna's before-trial hook to the trial's TPE.
+
+        Args:
+            study: the study.
+            trial: the trial starting (a ``FrozenTrial``).
+        """
         self._for(trial).before_trial(study, trial)
 
     def after_trial(self, study, trial, state, values):
+        """Passes Optuna's after-trial hook to the trial's TPE, then forgets that TPE.
+
+        Args:
+            study: the study.
+            trial: the trial that finished (a ``FrozenTrial``).
+            state: its ``TrialState``.
+            values: its objective values, or None (a failed or pruned trial).
+        """
         self._for(trial).after_trial(study, trial, state, values)
         self._samplers.pop(trial.number, None)
 

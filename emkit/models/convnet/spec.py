@@ -41,6 +41,16 @@ class LayerSpec:
     stride: int | tuple[int, ...] | None = None
 
     def normalized(self, ndim: int, key: str) -> LayerSpec:
+        """This layer checked, with canonical sizes (a pool's stride None when it equals the size).
+
+        Args:
+            ndim: the network's number of spatial axes.
+            key: the layer's recipe key (e.g. ``layers[2]``), for error messages.
+
+        Raises:
+            InputError: a bad type or size, a conv without filters or with a stride, or a
+                pool with filters.
+        """
         common.check_choice(self.type, ("conv", "pool"), f"{key}.type")
         size = common.canonical_size(self.size, ndim, f"{key}.size")
         if self.type == "conv":
@@ -140,7 +150,15 @@ class ConvNetSpec(common.BaseSpec):
         return tuple(strides)
 
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
-        """Valid convolutions and pools, layer by layer; a pool may not drop voxels."""
+        """Valid convolutions and pools, layer by layer; a pool may not drop voxels.
+
+        Args:
+            axis: the spatial axis.
+            n: the input size on that axis, in voxels.
+
+        Returns:
+            ``(size, "")``, or ``(None, reason)`` naming the layer that fails.
+        """
         for i, layer in enumerate(self.layers):
             k = common.per_axis(layer.size, self.ndim)[axis]
             s = (common.per_axis(layer.stride or layer.size, self.ndim)[axis]

@@ -74,6 +74,12 @@ def build_rsunet(spec: RSUNetSpec | dict | None = None, **kwargs: Any) -> keras.
     pool = per_axis(spec.pool, ndim)
 
     def bn_act(x, name):
+        """Batch norm (when ``spec.batch_norm``) then the activation.
+
+        Args:
+            x: the tensor.
+            name: the layers' name prefix (``<name>_bn``, ``<name>_act``).
+        """
         if spec.batch_norm:
             x = layers.BatchNormalization(name=f"{name}_bn")(x)
         return activation_layer(spec.activation, name=f"{name}_act")(x)

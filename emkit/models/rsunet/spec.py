@@ -115,7 +115,15 @@ class RSUNetSpec(common.BaseSpec):
         return tuple(fov)
 
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
-        """Same padding everywhere: any size that the poolings divide."""
+        """Same padding everywhere: any size that the poolings divide.
+
+        Args:
+            axis: the spatial axis.
+            n: the input size on that axis, in voxels.
+
+        Returns:
+            ``(n, "")``, or ``(None, reason)`` when the poolings do not divide ``n``.
+        """
         total = common.per_axis(self.pool, self.ndim)[axis] ** self.depth
         if n % total:
             return None, f"{n} is not divisible by {total}, the product of the {self.depth} poolings"

@@ -48,6 +48,13 @@ def build_unet(spec: UNetSpec | dict | None = None, **kwargs: Any) -> keras.Mode
     crops = unet_skip_crops(spec)
 
     def block(x, level, name):
+        """The ``convs_per_level`` convolutions of one level (:func:`apply_conv_block`).
+
+        Args:
+            x: the tensor.
+            level: the level (0 at the top, ``spec.depth`` at the bottom); sets the filters.
+            name: the layers' name prefix.
+        """
         convs = [(kernel, spec.level_filters(level))] * spec.convs_per_level
         return apply_conv_block(
             x,

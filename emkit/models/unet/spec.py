@@ -106,7 +106,15 @@ class UNetSpec(common.BaseSpec):
         return tuple(fov)
 
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
-        """Down, bottom and up convs level by level (see :func:`unet_axis_sizes`)."""
+        """Down, bottom and up convs level by level (see :func:`unet_axis_sizes`).
+
+        Args:
+            axis: the spatial axis.
+            n: the input size on that axis, in voxels.
+
+        Returns:
+            ``(size, "")``, or ``(None, reason)`` naming the level that fails.
+        """
         sizes = unet_axis_sizes(self, axis, n)
         return (sizes[-1][-1], "") if isinstance(sizes, list) else (None, sizes)
 
@@ -143,6 +151,11 @@ def unet_axis_sizes(spec: UNetSpec, axis: int, n: int):
 
     ``skip`` is the size of a level's last down conv, ``up`` the size of the
     upsampled path that joins it.
+
+    Args:
+        spec: the U-Net's spec.
+        axis: the spatial axis.
+        n: the input size on that axis, in voxels.
     """
     ndim = spec.ndim
     pools = [p[axis] for p in spec.pool_factors()]
