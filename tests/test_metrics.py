@@ -10,6 +10,7 @@ from skimage.metrics import variation_of_information as sk_variation_of_informat
 import emkit.metrics.contingency
 import emkit.metrics.cremi
 import emkit.metrics.isbi
+import emkit.metrics.kernels
 import emkit.metrics.pixel
 import emkit.metrics.rand
 import emkit.metrics.voi
@@ -27,6 +28,7 @@ from emkit.metrics import (
     thinned_segmentation,
     variation_of_information,
 )
+from emkit.metrics.contingency import ContingencyCounter
 
 
 @pytest.mark.parametrize(
@@ -192,6 +194,207 @@ def test_agrees_with_skimage_on_real_isbi(shared_data):
     assert (r.split, r.merge) == pytest.approx((split, merge), abs=1e-9)
     sk_vi = sk_variation_of_information(gt, seg, ignore_labels=(0,))
     assert variation_of_information(seg, gt) == pytest.approx(tuple(sk_vi), abs=1e-9)
+
+
+# --- the contingency table: every counting path, pieces, slabs -----------------------
+
+
+def _reference_cells(seg, gt, ignore_gt=(0,), mask=None):
+    """(gt label, seg label, count) of every non-empty cell, sorted, by np.unique."""
+    keep = ~np.isin(gt, ignore_gt)
+    if mask is not None:
+        keep &= mask
+    pairs = np.stack([gt[keep].astype(np.uint64), seg[keep].astype(np.uint64)], axis=1)
+    cells, counts = np.unique(pairs, axis=0, return_counts=True)
+    return [(int(g), int(s), int(c)) for (g, s), c in zip(cells, counts)]
+
+
+def _cells(table):
+    return list(
+        zip(
+            table.gt_ids[table.gt_index].astype(np.uint64).tolist(),
+            table.seg_ids[table.seg_index].astype(np.uint64).tolist(),
+            table.counts.tolist(),
+        )
+    )
+
+
+def _same_table(a, b):
+    for field in ("counts", "gt_index", "seg_index", "gt_ids", "seg_ids"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype and np.array_equal(x, y), field
+
+
+def test_counter_hand_computed_pieces_ignore_and_mask():
+    counter = ContingencyCounter(ignore_gt=(0, 9))
+    counter.add(np.array([4, 4, 4, 7]), np.array([1, 1, 0, 1]))
+    counter.add(np.array([[7, 7], [4, 5]]), np.array([[2, 9], [2, 2]]))
+    counter.add(np.array([5, 5, 5]), np.array([2, 2, 2]), mask=np.array([True, False, True]))
+    table = counter.table()
+    # (gt 1, seg 4) x2, (1, 7) x1, (2, 7) x1, (2, 4) x1, (2, 5) x1 + 2 unmasked
+    assert _cells(table) == [(1, 4, 2), (1, 7, 1), (2, 4, 1), (2, 5, 3), (2, 7, 1)]
+    assert table.gt_ids.tolist() == [1, 2] and table.seg_ids.tolist() == [4, 5, 7]
+    assert table.total == 8
+
+
+def test_predicted_labels_only_in_ignored_voxels_are_not_columns():
+    table = contingency_table(np.array([1, 1, 2, 3]), np.array([5, 5, 0, 0]))
+    assert table.seg_ids.tolist() == [1] and _cells(table) == [(5, 1, 2)]
+    empty = contingency_table(np.array([1, 2]), np.array([0, 0]))
+    assert empty.total == 0 and len(empty.gt_ids) == 0 and len(empty.seg_ids) == 0
+
+
+def _label_pair(kind, rng, shape=(6, 40, 50)):
+    if kind == "noise":
+        # No runs: the hash table fills up and becomes a dense array; more labels in the
+        # second half make that grow.
+        half = (shape[0] // 2, *shape[1:])
+        gt = np.concatenate([rng.integers(0, 60, half), rng.integers(0, 120, half)])
+        seg = np.concatenate([rng.integers(1, 90, half), rng.integers(1, 180, half)])
+        return gt, seg
+    if kind == "blobby":
+        coarse = tuple(s // 4 + 1 for s in shape)
+        gt = rng.integers(0, 40, coarse).repeat(4, 0).repeat(4, 1).repeat(4, 2)
+        seg = rng.integers(1, 70, coarse).repeat(4, 0).repeat(4, 1).repeat(4, 2)
+        crop = tuple(slice(0, s) for s in shape)
+        return gt[crop], np.roll(seg[crop], 2, axis=2)
+    raise ValueError(kind)
+
+
+# Every path: lookup tables (grown for sparse labels) or hash maps for the labels (huge
+# label values, or a tiny lookup-table limit), a hash table or a dense array for the pairs (a small dense limit
+# sends the dense array of the noise back to a hash table when more labels come).
+MODES = {
+    "default": ({}, 1, (np.uint64, np.int32, np.uint16)),
+    "sparse labels": ({}, 997, (np.uint32,)),
+    "huge labels": ({}, 1 << 40, (np.uint64,)),
+    "small lookup tables": ({"LUT_LABELS": 16}, 1, (np.uint64, np.int64)),
+    "small dense array": ({"DENSE_CELLS": 6000}, 1, (np.uint32,)),
+}
+PATHS = [(mode, dtype) for mode, (_, _, dtypes) in MODES.items() for dtype in dtypes]
+
+
+@pytest.mark.parametrize(("mode", "dtype"), PATHS)
+@pytest.mark.parametrize("kind", ["noise", "blobby"])
+@pytest.mark.parametrize("seed", [7, 8])
+def test_table_is_exact_on_every_path(kind, mode, dtype, seed, monkeypatch):
+    settings, scale, _ = MODES[mode]
+    for name, value in settings.items():
+        monkeypatch.setattr(emkit.metrics.kernels, name, value)
+    gt, seg = _label_pair(kind, np.random.default_rng(seed))
+    gt, seg = (gt * scale).astype(dtype), (seg * scale).astype(dtype)
+    table = contingency_table(seg, gt)
+    assert _cells(table) == _reference_cells(seg, gt)
+    assert table.gt_ids.dtype == dtype and table.seg_ids.dtype == dtype
+    # the same table from slabs of one section, and from pieces cut anywhere
+    _same_table(contingency_table(seg, gt, slab_voxels=1), table)
+    counter = ContingencyCounter()
+    cuts = np.sort(np.random.default_rng(1).integers(0, gt.size, 7))
+    for s, g in zip(np.split(seg.ravel(), cuts), np.split(gt.ravel(), cuts)):
+        counter.add(s, g)
+    _same_table(counter.table(), table)
+    mask = np.random.default_rng(2).random(gt.shape) < 0.7
+    masked = contingency_table(seg, gt, mask=mask, slab_voxels=2000)
+    assert _cells(masked) == _reference_cells(seg, gt, mask=mask)
+    # non-contiguous arrays are copied a slab at a time
+    turned = contingency_table(seg.transpose(2, 1, 0), gt.transpose(2, 1, 0), slab_voxels=500)
+    assert _cells(turned) == _cells(table)
+
+
+@pytest.mark.parametrize("kind", ["noise", "blobby"])
+@pytest.mark.parametrize("seed", range(2))
+def test_agrees_with_skimage_on_noise_and_blobs(kind, seed):
+    gt, seg = _label_pair(kind, np.random.default_rng(seed))
+    are, split, merge = sk_adapted_rand_error(gt, seg)
+    r = rand_scores(seg, gt)
+    assert r.error == pytest.approx(are, abs=1e-9)
+    assert (r.split, r.merge) == pytest.approx((split, merge), abs=1e-9)
+    sk_vi = sk_variation_of_information(gt, seg, ignore_labels=(0,))
+    assert variation_of_information(seg, gt) == pytest.approx(tuple(sk_vi), abs=1e-9)
+
+
+def test_thousands_of_huge_labels():
+    rng = np.random.default_rng(4)
+    gt = rng.integers(0, 50, 30000).astype(np.uint64) << np.uint64(33)
+    seg = rng.integers(0, 3000, 30000).astype(np.uint64) * np.uint64(1 << 40) + np.uint64(7)
+    table = contingency_table(seg, gt)
+    assert len(table.seg_ids) == 3000
+    assert _cells(table) == _reference_cells(seg, gt)
+
+
+def test_negative_labels_are_refused_on_every_path(monkeypatch):
+    seg = np.arange(1, 201).reshape(2, 10, 10)
+    gt = np.ones((2, 10, 10), np.int64)
+    gt[1, 3, 4] = -5
+    with pytest.raises(InputError, match=r"ground truth has negative labels \(min -5\)"):
+        contingency_table(seg, gt)
+    with pytest.raises(InputError, match="prediction has negative labels"):
+        contingency_table(-seg, np.abs(gt))
+    monkeypatch.setattr(emkit.metrics.kernels, "LUT_LABELS", 4)  # hash maps
+    with pytest.raises(InputError, match="ground truth has negative labels"):
+        contingency_table(seg, gt)
+    with pytest.raises(InputError, match="prediction has negative labels"):
+        contingency_table(-seg, np.abs(gt), mask=np.ones(gt.shape, bool))
+
+
+def test_contingency_rejects_bad_input():
+    with pytest.raises(InputError, match="integer labels"):
+        contingency_table(np.ones(3, np.float32), np.ones(3, int))
+    with pytest.raises(InputError, match=r"prediction shape \(3,\) does not match"):
+        contingency_table(np.ones(3, int), np.ones(4, int))
+    with pytest.raises(InputError, match="mask shape"):
+        contingency_table(np.ones(3, int), np.ones(3, int), mask=np.ones(2, bool))
+    with pytest.raises(InputError, match="ignore_gt must hold labels >= 0"):
+        ContingencyCounter(ignore_gt=(-1,))
+
+
+class _SlabRecorder:
+    """A lazy array that records the sections each read asks for."""
+
+    def __init__(self, volume):
+        self.volume, self.reads = volume, []
+
+    @property
+    def shape(self):
+        return self.volume.shape
+
+    @property
+    def dtype(self):
+        return self.volume.dtype
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        return self.volume[index]
+
+
+@pytest.mark.parametrize("per_section", [False, True])
+def test_evaluate_from_file_slabs_equals_whole_arrays(tmp_path, per_section):
+    h5py = pytest.importorskip("h5py")
+    from emkit.io import open_volume
+
+    gt, seg = _label_pair("blobby", np.random.default_rng(3), shape=(9, 30, 40))
+    gt, seg = gt.astype(np.uint64), seg.astype(np.uint32)
+    path = tmp_path / "vols.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gt", data=gt, chunks=(1, 30, 40))
+        f.create_dataset("seg", data=seg, chunks=(1, 30, 40))
+    whole = evaluate(seg, gt, voxel_size_nm=(40, 4, 4), per_section=per_section)
+    pred = _SlabRecorder(open_volume(f"{path}:seg"))
+    truth = _SlabRecorder(open_volume(f"{path}:gt"))
+    slabs = evaluate(
+        pred, truth, voxel_size_nm=(40, 4, 4), per_section=per_section, slab_voxels=2 * 30 * 40
+    )
+    assert slabs == whole  # exactly, every metric
+    assert whole["cremi_score"] is not None and 0 < whole["adapted_rand_error"] < 1
+    # read once, two sections at a time, never the whole volume
+    assert pred.reads == [slice(z, min(z + 2, 9)) for z in range(0, 9, 2)]
+    assert truth.reads == pred.reads
+    table = contingency_table(open_volume(f"{path}:seg"), open_volume(f"{path}:gt"),
+                              slab_voxels=1)
+    _same_table(table, contingency_table(seg, gt))
+    assert cremi_score(pred, truth, voxel_size_nm=(40, 4, 4), slab_voxels=1) == cremi_score(
+        seg, gt, voxel_size_nm=(40, 4, 4)
+    )
 
 
 # --- CREMI ---------------------------------------------------------------------------

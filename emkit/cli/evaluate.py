@@ -126,6 +126,7 @@ def _load(spec: str, role: str):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from emkit.metrics.contingency import iter_slabs
     from emkit.metrics.evaluate import METRICS, evaluate
 
     if not 0.0 <= args.threshold <= 1.0:  # also refuses NaN
@@ -149,22 +150,23 @@ def run(args: argparse.Namespace) -> int:
         if args.voxel_size
         else gt_volume.voxel_size_nm or pred_volume.voxel_size_nm
     )
-    pred = np.asarray(pred_volume[...])
-    gt = np.asarray(gt_volume[...])
-    if gt.dtype.kind == "f":
+    # The volumes stay on disk: evaluate() reads them slab by slab, in bounded memory.
+    if np.dtype(gt_volume.dtype).kind == "f":
         raise InputError(
-            f"GT {args.gt!r} holds floats ({gt.dtype}); ground truth must be integer labels"
+            f"GT {args.gt!r} holds floats ({gt_volume.dtype}); ground truth must be integer "
+            "labels"
         )
-    if gt.size == 0:
-        raise InputError(f"GT {args.gt!r} is empty (shape {gt.shape}): nothing to score")
-    if not np.any(gt):
+    if 0 in gt_volume.shape:
+        raise InputError(f"GT {args.gt!r} is empty (shape {tuple(gt_volume.shape)}): nothing "
+                         "to score")
+    if not any(slabs[0].any() for _, _, slabs in iter_slabs(gt_volume)):
         raise InputError(
             f"GT {args.gt!r} has no labelled voxel: every value is 0, which means unlabelled "
             "(or membrane, for ISBI labels), so nothing would be scored"
         )
     result = evaluate(
-        pred,
-        gt,
+        pred_volume,
+        gt_volume,
         pred_kind=args.pred_kind,
         gt_kind=args.gt_kind,
         metrics=metrics,
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         )
     result["pred"] = args.pred
     result["gt"] = args.gt
-    result["shape"] = list(gt.shape)
+    result["shape"] = list(gt_volume.shape)
     result["voxel_size_nm"] = list(voxel_size) if voxel_size else None
     if args.json:
         print(json.dumps(result, indent=2))

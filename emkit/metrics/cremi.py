@@ -29,7 +29,14 @@ import numpy as np
 from scipy import ndimage
 
 from emkit.errors import InputError
-from emkit.metrics.contingency import check_labels, contingency_table
+from emkit.metrics.contingency import (
+    SLAB_VOXELS,
+    Contingency,
+    ContingencyCounter,
+    as_array_or_lazy,
+    check_label_dtype,
+    iter_slabs,
+)
 
 
 @dataclass(frozen=True)
@@ -86,18 +93,18 @@ def border_mask(gt: np.ndarray, max_dist_px: float) -> np.ndarray:
     return mask
 
 
-def cremi_score(
-    seg: np.ndarray,
+def cremi_mask(
     gt: np.ndarray,
     *,
     voxel_size_nm: tuple[float, float, float],
-    border_threshold_nm: float = 25.0,
+    border_threshold_nm: float | None = 25.0,
     unlabelled: int | None = 0,
-) -> CremiScores:
-    """CREMI score of a segmentation, as cremi_python's ``NeuronIds`` computes it.
+) -> np.ndarray:
+    """The ground-truth voxels that the CREMI score leaves out.
+
+    Works section by section, so a slab of sections gives the slab of the whole mask.
 
     Args:
-        seg: ndarray of shape (Z, Y, X), predicted neuron ids.
         gt: ndarray of shape (Z, Y, X), ground-truth neuron ids.
         voxel_size_nm: (z, y, x) voxel size; y sets the border distance in pixels.
         border_threshold_nm: mask ground truth within this distance of a boundary;
@@ -105,24 +112,31 @@ def cremi_score(
         unlabelled: a ground-truth label to mask as well (default 0), or None.
 
     Returns:
-        :class:`CremiScores`.
+        Boolean ndarray of the shape of ``gt``, True where voxels are masked.
     """
-    seg = check_labels(seg, name="prediction")
-    gt = check_labels(gt, name="ground truth")
-    if seg.shape != gt.shape:
-        raise InputError(f"prediction shape {seg.shape} does not match ground truth {gt.shape}")
     if len(voxel_size_nm) != 3:
         raise InputError(f"voxel_size_nm must be (z, y, x), got {voxel_size_nm!r}")
+    gt = np.asarray(gt)
     masked = np.zeros(gt.shape, dtype=bool)
     if border_threshold_nm:
         masked |= border_mask(gt, float(border_threshold_nm) / float(voxel_size_nm[1]))
     if unlabelled is not None:
         masked |= gt == unlabelled
-    # cremi_python: masked voxels become ground-truth label 0, every other label moves up
-    # by one, then label 0 is ignored. Masking directly is the same thing.
-    table = contingency_table(seg, gt, ignore_gt=(), mask=~masked)
+    return masked
 
-    n_all = seg.size
+
+def cremi_from_table(table: Contingency, n_voxels: int) -> CremiScores:
+    """The CREMI score from the table of the unmasked voxels.
+
+    Args:
+        table: contingency table of the voxels not masked by :func:`cremi_mask`, counted
+            with ``ignore_gt=()``.
+        n_voxels: voxels in the volume, masked ones included (cremi_python's N).
+
+    Returns:
+        :class:`CremiScores`.
+    """
+    n_all = n_voxels
     counts = table.counts.astype(np.float64)
     zero = table.seg_is_zero()
     c_zero = counts[zero].sum()
@@ -153,3 +167,53 @@ def cremi_score(
         voi_split=voi_split,
         voi_merge=voi_merge,
     )
+
+
+def cremi_score(
+    seg,
+    gt,
+    *,
+    voxel_size_nm: tuple[float, float, float],
+    border_threshold_nm: float = 25.0,
+    unlabelled: int | None = 0,
+    slab_voxels: int = SLAB_VOXELS,
+) -> CremiScores:
+    """CREMI score of a segmentation, as cremi_python's ``NeuronIds`` computes it.
+
+    Args:
+        seg: ndarray of shape (Z, Y, X), predicted neuron ids, or a lazy array (an
+            :class:`emkit.io.Volume`, h5py dataset or Zarr array), read in slabs.
+        gt: ndarray or lazy array of shape (Z, Y, X), ground-truth neuron ids.
+        voxel_size_nm: (z, y, x) voxel size; y sets the border distance in pixels.
+        border_threshold_nm: mask ground truth within this distance of a boundary;
+            0 or None disables the border mask.
+        unlabelled: a ground-truth label to mask as well (default 0), or None.
+        slab_voxels: sections read and counted at a time, in voxels (at least one
+            section); the score does not depend on it.
+
+    Returns:
+        :class:`CremiScores`.
+    """
+    seg = as_array_or_lazy(seg)
+    gt = as_array_or_lazy(gt)
+    check_label_dtype(seg.dtype, name="prediction")
+    check_label_dtype(gt.dtype, name="ground truth")
+    if tuple(seg.shape) != tuple(gt.shape):
+        raise InputError(
+            f"prediction shape {tuple(seg.shape)} does not match ground truth "
+            f"{tuple(gt.shape)}"
+        )
+    if len(gt.shape) != 3:
+        raise InputError(f"cremi_score expects (Z, Y, X) volumes, got shape {tuple(gt.shape)}")
+    if len(voxel_size_nm) != 3:
+        raise InputError(f"voxel_size_nm must be (z, y, x), got {voxel_size_nm!r}")
+    # cremi_python: masked voxels become ground-truth label 0, every other label moves up
+    # by one, then label 0 is ignored. Masking directly is the same thing.
+    counter = ContingencyCounter(ignore_gt=())
+    for _, _, (s, g) in iter_slabs(seg, gt, slab_voxels=slab_voxels):
+        masked = cremi_mask(
+            g, voxel_size_nm=voxel_size_nm, border_threshold_nm=border_threshold_nm,
+            unlabelled=unlabelled,
+        )
+        counter.add(s, g, mask=~masked)
+    return cremi_from_table(counter.table(), int(np.prod(gt.shape, dtype=np.int64)))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emkit.metrics.contingency import Contingency, contingency_table
+from emkit.metrics.contingency import Contingency, cell_sums, contingency_table
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,10 @@ def rand_from_table(table: Contingency) -> RandScores:
     Returns:
         :class:`RandScores`.
     """
-    paired = ~table.seg_is_zero()
-    pairs = _pairs(table.counts[paired])
-    gt_pairs = _pairs(table.gt_sizes())
-    seg_pairs = _pairs(table.seg_sizes(skip_zero=True))
+    sums = cell_sums(table)
+    pairs = sums.paired
+    gt_pairs = _pairs(sums.gt_sizes)
+    seg_pairs = _pairs(sums.seg_sizes)
     return RandScores(
         fscore=_ratio(2 * pairs, gt_pairs + seg_pairs),
         split=_ratio(pairs, gt_pairs),

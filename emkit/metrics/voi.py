@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emkit.metrics.contingency import Contingency, contingency_table
+from emkit.metrics.contingency import Contingency, cell_sums, contingency_table
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,16 @@ def info_from_table(table: Contingency) -> InfoScores:
     Returns:
         :class:`InfoScores`. An empty table (nothing counted) gives zeros and scores of 1.
     """
-    total = table.total
+    sums = cell_sums(table, logs=True)
+    total = sums.total
     if total == 0:
         return InfoScores(0.0, 0.0, 1.0, 1.0, 1.0)
-    singletons = table.seg_is_zero()
-    n_single = int(table.counts[singletons].sum())
+    n_single = sums.singletons
     # Each predicted-0 voxel is a segment of its own: probability 1/N, in the joint too.
     single_term = n_single / total * np.log2(total) if n_single else 0.0
-    h_joint = _entropy(table.counts[~singletons], total) + single_term
-    h_gt = _entropy(table.gt_sizes(), total)
-    h_seg = _entropy(table.seg_sizes(skip_zero=True), total) + single_term
+    h_joint = -sums.joint_plogp + single_term
+    h_gt = _entropy(sums.gt_sizes, total)
+    h_seg = _entropy(sums.seg_sizes, total) + single_term
     mutual = h_gt + h_seg - h_joint
 
     def ratio(a: float, b: float) -> float:
