@@ -2,6 +2,8 @@
 
     nice -n 5 python benchmarks/blockwise.py [--cap-mib 1536] [--shape 128,2048,2048]
         [--workers 1,2] [--stages predict,segment] [--no-overhead] [--try-small]
+    nice -n 5 python benchmarks/blockwise.py --graph-memory "64,512,512;128,1024,1024" \
+        --block 64,64,64 --threshold 0.5
 
 1. A synthetic raw volume is written chunk by chunk to Zarr (never whole in memory):
    box-shaped cells of constant intensity with noise, so that a fixed "affinity model"
@@ -15,6 +17,15 @@
    worker processes; throughput is Mvoxel/s of the volume.
 4. Overhead: on a volume that fits, blockwise (1 worker) against whole-volume
    ``predict_volume`` and ``segment_affinities`` in one process.
+
+``--graph-memory Z,Y,X[;Z,Y,X...]`` measures instead the memory of the agglomeration
+of ``segment_blockwise`` against the size of the region graph, on synthetic
+affinities (the box cells below, smooth noise) written chunk by chunk: for each shape
+it segments once, then runs in fresh processes, each sampling its own resident memory
+(psutil, every 5 ms) above what it held before: (a) the agglomeration of the whole
+stitched graph in one process, as ``segment_blockwise`` did before it was
+hierarchical, (b) every hierarchical chunk task in turn, as one worker would (its
+peak is the largest task's), and (c) the task that joins the merges into the tables.
 """
 
 from __future__ import annotations
@@ -77,15 +88,19 @@ class PeakMemory:
         self._thread.join()
 
 
-def cell_raw(z0, y0, x0, shape, seed=0):
-    """Box cells 12 x 48 x 40 voxels (rows shifted per slab), constant intensity + noise."""
+def cell_labels(z0, y0, x0, shape, seed=0):
+    """Box cells 12 x 48 x 40 voxels (rows shifted per slab): a key per cell, int64."""
     z, y, x = np.meshgrid(*(np.arange(s, s + n) for s, n in zip((z0, y0, x0), shape)),
                           indexing="ij")
     cz = z // 12
     cy = (y + 17 * cz) // 48
     cx = (x + 23 * cy) // 40
-    key = (cz * 73856093) ^ (cy * 19349663) ^ (cx * 83492791) ^ seed
-    intensity = 40 + (key % 176)
+    return (cz * 73856093) ^ (cy * 19349663) ^ (cx * 83492791) ^ seed
+
+
+def cell_raw(z0, y0, x0, shape, seed=0):
+    """The box cells of :func:`cell_labels`, constant intensity + noise, uint8."""
+    intensity = 40 + (cell_labels(z0, y0, x0, shape, seed) % 176)
     noise = np.random.default_rng([z0, y0, x0, seed]).normal(0, 3, shape)
     return np.clip(intensity + noise, 0, 255).astype(np.uint8)
 
@@ -130,7 +145,7 @@ def run_blockwise(model, raw, folder, *, workers, cap, block, halo, stages=("pre
                          "peak_rss_worker_mib": memory.child >> 20,
                          "blocks": summary["blocks"]}
         if stage == "segment":
-            result[stage]["segments"] = summary["segments"]
+            result[stage]["segments"] = summary["segments"][0]
         print(stage, workers, result[stage], file=sys.stderr, flush=True)
     return result
 
@@ -151,6 +166,157 @@ def whole_volume(model_path, raw_spec, threshold=0.5):
     [seg] = segment_affinities(affs, thresholds=(threshold,))
     return {"predict": round(predict, 1), "segment": round(time.perf_counter() - t, 1),
             "segments": int(seg.max())}
+
+
+# --------------------------------------------------------------------------- graph memory
+
+
+def write_cell_affinities(path, shape, chunks=(64, 128, 128), seed=0):
+    """Affinities of the :func:`cell_labels` cells, 0.85 inside and 0.15 across, plus
+    smooth Gaussian noise (sigma 1.5 voxels, sd 0.25), float32 ``(3, Z, Y, X)`` Zarr."""
+    import zarr
+    from scipy import ndimage
+
+    array = zarr.create_array(store=str(path), shape=(3, *shape), chunks=(3, *chunks),
+                              dtype="float32")
+    for start in np.ndindex(*(-(-n // c) for n, c in zip(shape, chunks))):
+        lo = [i * c for i, c in zip(start, chunks)]
+        n = [min(c, s - a) for c, s, a in zip(chunks, shape, lo)]
+        labels = cell_labels(lo[0] - 1, lo[1] - 1, lo[2] - 1, [k + 1 for k in n], seed)
+        rng = np.random.default_rng([*lo, seed])
+        block = np.empty((3, *n), np.float32)
+        for c in range(3):
+            before = [slice(1, None)] * 3
+            before[c] = slice(0, -1)
+            same = labels[1:, 1:, 1:] == labels[tuple(before)]
+            noise = ndimage.gaussian_filter(rng.normal(0, 1, n), 1.5) * (0.25 / 0.19)
+            block[c] = np.clip(np.where(same, 0.85, 0.15) + noise, 0, 1)
+        array[(slice(None), *(slice(a, a + k) for a, k in zip(lo, n)))] = block
+
+
+def graph_memory(shapes, work, block, halo, threshold):
+    """Segments each shape blockwise, then measures the agglomeration's memory."""
+    import subprocess
+
+    from emkit.blockwise import segment_blockwise, store
+
+    report = []
+    for shape in shapes:
+        folder = work / "x".join(map(str, shape))
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_cell_affinities(folder / "affs.zarr", shape)
+        kept = {}
+        remove, store.remove = store.remove, lambda job, kept=kept: kept.setdefault("job", job)
+        try:
+            t = time.perf_counter()
+            summary = segment_blockwise(folder / "affs.zarr", folder / "seg.zarr",
+                                        block_shape=block, halo=halo, threshold=threshold,
+                                        workers=1, processes=False, progress=False)
+            seconds = time.perf_counter() - t
+        finally:
+            store.remove = remove
+        row = {"shape": shape, "voxels_m": round(np.prod(shape) / 1e6, 1),
+               "blocks": summary["blocks"], "levels": summary["levels"],
+               "fragments": summary["fragments"], "edges": summary["edges"],
+               "largest_chunk_edges": summary["largest_chunk_edges"],
+               "segments": summary["segments"][0], "segment_seconds": round(seconds, 1)}
+        for mode in ("whole", "hierarchy", "tables"):
+            done = subprocess.run([sys.executable, __file__, "--measure", mode, str(kept["job"])],
+                                  check=True, capture_output=True, text=True)
+            row[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        row["bytes_per_edge_whole"] = round((row["whole"]["peak_mib"] << 20) / row["edges"])
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        report.append(row)
+        store.remove(kept["job"])
+        shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
+def measure(mode, folder):
+    """One agglomeration of the job in ``folder``; prints its peak memory (JSON)."""
+    import psutil
+
+    from emkit.blockwise import hierarchy
+    from emkit.blockwise import segment as bw
+    from emkit.blockwise.grid import block_grid
+    from emkit.postprocess.agglomeration import history_indices, threshold_luts
+    from emkit.postprocess.options import SegmentOptions
+    from emkit.postprocess.rag import RegionGraph
+
+    folder = Path(folder)
+    params = json.loads((folder / "job.json").read_text())
+    options = SegmentOptions(**{**params["options"],
+                                "thresholds": tuple(params["options"]["thresholds"])})
+    halo = tuple(params["halo"])
+    grid = block_grid(params["shape"][1:], params["block_shape"], context=(halo, halo))
+    job = bw.SegmentJob(affs=params["affs"], folder=str(folder), grid=grid, options=options)
+    tiny = RegionGraph(np.array([1]), np.array([2]), np.array([1]), np.array([0.9]),
+                       np.ones(1, np.float32))
+    history_indices(tiny, 3, scoring="mean", quantile=0.5, stop=0.5)  # compiled before
+    hierarchy.agglomerate_chunk(  # the baseline is taken, as is the tiny graph's memory
+        {**hierarchy.empty_graph(0), "frag": np.zeros(0, np.int64),
+         "frag_fmin": np.zeros((0, 3), np.int32), "frag_fmax": np.zeros((0, 3), np.int32),
+         "frag_rep": np.zeros(0, np.int64)}, hierarchy.chunks(grid, 0)[0],
+        scoring="mean", quantile=0.5, stop=0.5)
+    me = psutil.Process()
+    base = me.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    info = {}
+    if mode == "whole":  # the single task segment_blockwise ran before (stitch.agglomerate_graph)
+        counts = np.zeros(len(grid), np.int64)
+        us, vs, cs, ts = [], [], [], []
+        for b in range(len(grid)):
+            with np.load(folder / "graphs" / f"{b}.npz") as graph:
+                counts[b] = int(graph["n"])
+                us.append(graph["u"] + b * job.stride)
+                vs.append(graph["v"] + b * job.stride)
+                cs.append(graph["count"])
+                ts.append(graph["total"])
+            with np.load(folder / "faces" / f"{b}.npz") as face:
+                us.append(face["u"].astype(np.int64))
+                vs.append(face["v"].astype(np.int64))
+                cs.append(face["count"])
+                ts.append(face["total"])
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        n = int(counts.sum()) + 1
+        u, v = np.concatenate(us), np.concatenate(vs)
+        u = offsets[u // job.stride] + u % job.stride
+        v = offsets[v // job.stride] + v % job.stride
+        keys, inverse = np.unique(np.minimum(u, v) * n + np.maximum(u, v), return_inverse=True)
+        rag = RegionGraph(keys // n, keys % n,
+                          np.bincount(inverse, np.concatenate(cs)).astype(np.int64),
+                          np.bincount(inverse, np.concatenate(ts)),
+                          np.zeros(keys.size, np.float32))
+        del u, v, keys, inverse, us, vs, cs, ts
+        a, b, score = history_indices(rag, n, scoring="mean", quantile=0.5,
+                                      stop=max(options.thresholds))
+        threshold_luts(a, b, score, n, np.asarray(options.thresholds))
+        info["edges"] = len(rag)
+    elif mode == "hierarchy":
+        shutil.rmtree(folder / "agglomerate", ignore_errors=True)
+        for stage in (folder / "markers").glob("agglomerate-*"):
+            shutil.rmtree(stage)
+        for level in range(hierarchy.top_level(grid.shape) + 1):
+            edges = [bw.agglomerate_task(c, job) for c in hierarchy.chunks(grid, level)]
+            info[f"level_{level}_largest_edges"] = max(edges)
+    else:
+        bw.tables_job(job)
+    seconds = time.perf_counter() - t
+    stop.set()
+    sampler.join()
+    print(json.dumps({"peak_mib": (peak[0] - base) >> 20, "seconds": round(seconds, 1),
+                      **info}))
 
 
 def main(argv=None):
@@ -176,7 +342,19 @@ def main(argv=None):
                         help="skip the whole-volume comparison on --small")
     parser.add_argument("--try-small", action="store_true",
                         help="allow a volume under 4x the cap (to try the script)")
+    parser.add_argument("--graph-memory", metavar="Z,Y,X[;Z,Y,X...]",
+                        help="measure the agglomeration's memory against the region graph's "
+                             "size on synthetic affinities of these shapes (and nothing else)")
     args = parser.parse_args(argv)
+    if args.graph_memory:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.graph_memory.split(";")]
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="emkit-graph-memory-"))
+        block = tuple(int(v) for v in args.block.split(","))
+        report = graph_memory(shapes, work, block, args.halo, args.threshold)
+        print(json.dumps({"block": block, "halo": args.halo, "threshold": args.threshold,
+                          "runs": report}, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     shape = tuple(int(v) for v in args.shape.split(","))
     small = tuple(int(v) for v in args.small.split(","))
     block = tuple(int(v) for v in args.block.split(","))
@@ -238,6 +416,8 @@ def _save_in_child(path):
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--save-model":
         save_model(sys.argv[2])
+    elif len(sys.argv) > 3 and sys.argv[1] == "--measure":
+        measure(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 3 and sys.argv[1] == "--whole":
         print(json.dumps(whole_volume(sys.argv[2], sys.argv[3], float(sys.argv[4]))))
     else:

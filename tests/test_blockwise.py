@@ -19,6 +19,7 @@ from emkit.blockwise import (
     BlockFailed,
     block_grid,
     connect,
+    hierarchy,
     predict_blockwise,
     segment_blockwise,
     stitch,
@@ -32,7 +33,10 @@ from emkit.io import read_volume, write_volume
 from emkit.metrics import adapted_rand_error
 from emkit.models.architectures import build_model
 from emkit.models.testing import small_spec
-from emkit.postprocess import noisy_affinities, segment_affinities
+from emkit.postprocess import affinity_watershed, noisy_affinities, segment_affinities
+from emkit.postprocess.agglomeration import history_indices, threshold_luts
+from emkit.postprocess.rag import RegionGraph
+from emkit.targets import seg_to_affinities
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -143,10 +147,10 @@ def called(folder, below=None) -> list[int]:
 
 def dying_after(n, real, counter):
     """``real``, except that call ``n`` and every later one raise, as a killed job's would."""
-    def task(block, job):
+    def task(block, job, *rest):
         if take_ticket(counter, block.id) >= n:
             raise RuntimeError("worker killed")
-        return real(block, job)
+        return real(block, job, *rest)
     return task
 
 
@@ -169,9 +173,9 @@ def settled_done(folder, stage, quiet=1.0, timeout=60.0) -> set[int]:
 
 
 def counting(real, counter):
-    def task(block, job):
+    def task(block, job, *rest):
         take_ticket(counter, block.id)
-        return real(block, job)
+        return real(block, job, *rest)
     return task
 
 
@@ -242,15 +246,37 @@ def test_predict_resumes_only_the_missing_blocks(tmp_path, client, tiny_model, r
 def test_blockwise_segmentation_of_the_medulla_agrees_with_whole_volume(
         tmp_path, client, medulla_affs):
     affs, path = medulla_affs
-    [whole] = segment_affinities(affs)
-    summary = segment_blockwise(path, tmp_path / "seg.zarr", block_shape=64, halo=8,
-                                client=client, progress=False)
-    assert summary["blocks"] == 3 * 4 * 4
-    seg = read_volume(tmp_path / "seg.zarr")
-    assert seg.dtype == np.uint64 and seg.shape == whole.shape
-    error = adapted_rand_error(seg, whole)
-    assert error < 0.01, error
-    assert set(np.unique(seg)) == set(range(1, int(seg.max()) + 1))  # consecutive ids
+    thresholds = (0.45, 0.5, 0.55)
+    wholes = segment_affinities(affs, thresholds=thresholds)
+    summary = segment_blockwise(path, f"{tmp_path}/seg.zarr:" + "{threshold}", block_shape=64,
+                                halo=8, client=client, progress=False, thresholds=thresholds)
+    assert summary["blocks"] == 3 * 4 * 4 and summary["levels"] == 3
+    assert summary["outputs"] == [f"{tmp_path}/seg.zarr:{t:g}" for t in thresholds]
+    # no agglomeration task held the whole graph
+    assert summary["largest_chunk_edges"] < 0.6 * summary["edges"]
+    for whole, out, segments in zip(wholes, summary["outputs"], summary["segments"]):
+        seg = read_volume(out)
+        assert seg.dtype == np.uint64 and seg.shape == whole.shape
+        error = adapted_rand_error(seg, whole)
+        assert error < 0.01, (out, error)
+        assert set(np.unique(seg)) == set(range(1, segments + 1))  # consecutive ids
+
+
+def test_blockwise_quantile_scoring_agrees_with_whole_volume(tmp_path, client, medulla_affs):
+    affs = np.ascontiguousarray(medulla_affs[0][:128, :160, :160])
+    path = tmp_path / "crop.zarr"
+    write_volume(path, np.moveaxis(affs, -1, 0), chunks=(3, 64, 64, 64), compression=None)
+    thresholds = (0.4, 0.5)
+    wholes = segment_affinities(affs, thresholds=thresholds, scoring="quantile")
+    summary = segment_blockwise(path, f"{tmp_path}/seg.zarr:" + "{threshold}", block_shape=64,
+                                halo=8, client=client, progress=False, thresholds=thresholds,
+                                scoring="quantile")
+    assert summary["blocks"] == 2 * 3 * 3
+    for whole, out in zip(wholes, summary["outputs"]):
+        error = adapted_rand_error(read_volume(out), whole)
+        assert error < 0.01, (out, error)
+    means = segment_affinities(affs, thresholds=thresholds)
+    assert adapted_rand_error(wholes[0], means[0]) > 0.01  # quantile scoring is another one
 
 
 def _toy_affs(tmp_path, shape=(40, 72, 72)):
@@ -272,8 +298,7 @@ def _toy_affs(tmp_path, shape=(40, 72, 72)):
 def test_segmentation_ids_are_unique_across_blocks(tmp_path, client):
     labels, _, spec = _toy_affs(tmp_path)
     grid = block_grid(labels.shape, (20, 24, 24), context=((4,) * 3, (4,) * 3))
-    job = bw_segment.SegmentJob(affs=spec, folder=str(tmp_path / "job"), grid=grid,
-                                threshold=0.5, watershed={})
+    job = bw_segment.SegmentJob(affs=spec, folder=str(tmp_path / "job"), grid=grid)
     (tmp_path / "job").mkdir()
     store.create_block_array(tmp_path / "job/fragments.zarr", labels.shape, grid.block_shape,
                              "uint64")
@@ -290,7 +315,7 @@ def test_segmentation_ids_are_unique_across_blocks(tmp_path, client):
     summary = segment_blockwise(spec, tmp_path / "seg.h5:seg", block_shape=(20, 24, 24),
                                 halo=4, client=client, progress=False)
     seg = read_volume(tmp_path / "seg.h5:seg")
-    assert summary["segments"] == seg.max() < summary["fragments"]
+    assert summary["segments"] == [seg.max()] and seg.max() < summary["fragments"]
     assert adapted_rand_error(seg, labels) < 0.05
     with h5py.File(tmp_path / "seg.h5") as f:
         assert f["seg"].chunks == (20, 24, 24)
@@ -314,8 +339,9 @@ def test_segment_resumes_only_the_missing_blocks(tmp_path, client, monkeypatch):
     monkeypatch.setattr(bw_segment, "fragments_block", counting(real, tmp_path / "rerun"))
     summary = segment_blockwise(spec, out, **options)
     assert sorted(called(tmp_path / "rerun")) == sorted(set(range(18)) - done)
-    assert summary["run"] == {"fragments": 18 - len(done), "faces": 18, "agglomerate": 1,
-                              "relabel": 18}
+    chunks = 18 + 4 + 1  # levels 0 (the blocks), 1 (2 x 2 x 2 blocks) and 2 (all)
+    assert summary["run"] == {"fragments": 18 - len(done), "faces": 18, "agglomerate": chunks,
+                              "tables": 1, "relabel": 18}
     monkeypatch.setattr(bw_segment, "fragments_block", real)
     segment_blockwise(spec, tmp_path / "again.zarr", **options)
     np.testing.assert_array_equal(read_volume(out), read_volume(tmp_path / "again.zarr"))
@@ -333,6 +359,154 @@ def test_rerun_with_other_parameters_or_existing_output(tmp_path, client):
         segment_blockwise(spec, out, **options)
     assert first["segments"] == segment_blockwise(spec, out, overwrite=True, **options)["segments"]
     assert json.loads((out / "zarr.json").read_text())["node_type"] == "array"
+
+
+def test_chunk_levels_add_every_face_once_and_cover_the_grid():
+    for shape in ((1, 1, 1), (2, 3, 3), (3, 5, 2), (4, 4, 4)):
+        grid = block_grid(tuple(4 * n for n in shape), 4)
+        top = hierarchy.top_level(grid.shape)
+        [whole] = hierarchy.chunks(grid, top)
+        assert whole.lo == (0, 0, 0) and whole.hi == grid.shape
+        added = []
+        for level in range(top + 1):
+            found = hierarchy.chunks(grid, level)
+            assert [c.id for c in found] == list(range(len(found)))
+            covered = np.zeros(grid.shape, int)
+            for chunk in found:
+                covered[tuple(slice(a, z) for a, z in zip(chunk.lo, chunk.hi))] += 1
+                if level:
+                    kids = hierarchy.children(chunk, grid)
+                    assert sum(np.prod(np.subtract(k.hi, k.lo)) for k in kids) == \
+                        np.prod(np.subtract(chunk.hi, chunk.lo))
+                    added += hierarchy.inner_faces(chunk, grid)
+            assert (covered == 1).all()
+        faces = [(b.id, axis) for b in grid for axis, _ in grid.neighbours_before(b)]
+        assert sorted(added) == sorted(faces)
+
+
+def _kept_job_folder(monkeypatch):
+    """Keeps the job folder that segment_blockwise would delete; returns a dict for it."""
+    kept = {}
+    monkeypatch.setattr(store, "remove", lambda folder: kept.setdefault("folder", folder))
+    return kept
+
+
+def _one_agglomeration(folder, stride, scoring, thresholds):
+    """The tables of one whole-graph agglomeration of a job's stitched graph."""
+    from emkit.postprocess.agglomeration import apply_merges
+    from emkit.postprocess.graph_kernels import roots
+
+    with np.load(folder / "tables.npz") as tables:
+        offsets, counts = tables["offsets"], tables["counts"]
+    n = int(counts.sum()) + 1
+    parts = {k: [] for k in ("u", "v", "count", "total", "hist", "joined_u", "joined_v")}
+    for b in range(len(counts)):
+        with np.load(folder / "graphs" / f"{b}.npz") as graph:
+            for key in ("u", "v"):
+                parts[key].append(graph[key] + offsets[b])
+            for key in ("count", "total", "hist"):
+                parts[key].append(graph[key])
+        with np.load(folder / "faces" / f"{b}.npz") as face:
+            for key in ("u", "v", "joined_u", "joined_v"):
+                parts[key].append(stitch.global_to_node(face[key], offsets, stride))
+            for key in ("count", "total", "hist"):
+                parts[key].append(face[key])
+    edges = {k: np.concatenate(v) for k, v in parts.items()}
+    parent = np.arange(n)  # fragment pieces joined across faces are one node
+    apply_merges(parent, edges["joined_u"], edges["joined_v"], 0, edges["joined_u"].size)
+    node = roots(parent)
+    u, v = node[edges["u"]], node[edges["v"]]
+    keys, inverse = np.unique(np.minimum(u, v) * n + np.maximum(u, v), return_inverse=True)
+    hist = None
+    if scoring == "quantile":
+        hist = np.zeros((keys.size, edges["hist"].shape[1]), np.uint32)
+        np.add.at(hist, inverse, edges["hist"])
+    rag = RegionGraph(keys // n, keys % n, np.bincount(inverse, edges["count"]).astype(int),
+                      np.bincount(inverse, edges["total"]), np.zeros(keys.size, np.float32),
+                      hist)
+    inner = rag.u != rag.v
+    rag = RegionGraph(rag.u[inner], rag.v[inner], rag.count[inner], rag.total[inner],
+                      rag.maximum[inner], None if hist is None else hist[inner])
+    a, b, score = history_indices(rag, n, scoring=scoring, quantile=0.5, stop=max(thresholds))
+    return [lut[node] for lut in threshold_luts(a, b, score, n, np.asarray(thresholds))]
+
+
+# Equal scores may be merged in another order by the two; more bins than the default
+# make quantile scores tie less often.
+@pytest.mark.parametrize("scoring, bins", [("mean", 64), ("quantile", 256)])
+def test_hierarchical_agglomeration_is_the_one_of_the_whole_graph(tmp_path, client,
+                                                                  monkeypatch, scoring, bins):
+    _, _, spec = _toy_affs(tmp_path)
+    kept = _kept_job_folder(monkeypatch)
+    thresholds = (0.3, 0.5, 0.7)
+    summary = segment_blockwise(spec, f"{tmp_path}/seg.zarr:" + "{threshold}",
+                                block_shape=(20, 24, 24), halo=4, client=client,
+                                progress=False, thresholds=thresholds, scoring=scoring,
+                                bins=bins)
+    folder = kept["folder"]
+    assert summary["levels"] == 3 and summary["largest_chunk_edges"] < summary["edges"]
+    expected = _one_agglomeration(folder, 20 * 24 * 24, scoring, thresholds)
+    for i, table in enumerate(expected):
+        got = np.load(folder / f"lut-{i}.npy")
+        pairs = set(zip(table.tolist(), got.tolist()))  # the same partition of the nodes
+        assert len(pairs) == len(np.unique(table)) == got.max() + 1, thresholds[i]
+
+
+def test_dust_removes_whole_objects_across_block_faces(tmp_path, client):
+    labels = np.ones((4, 6, 16), np.int64)
+    labels[..., 8:] = 2
+    labels[1:3, 1:3, 4:12] = 3  # 32 voxels, 16 in each block, 24 in each read region
+    labels[1:3, 3:5, 6:10] = 4  # 16 voxels
+    affs = seg_to_affinities(labels)[0]
+    spec = f"{tmp_path}/affs.zarr"
+    write_volume(spec, np.moveaxis(affs, -1, 0), chunks=(3, 4, 6, 8))
+    options = {"dust_size": 30, "size_threshold": 0}
+    summary = segment_blockwise(spec, tmp_path / "seg.zarr", block_shape=(4, 6, 8), halo=2,
+                                client=client, progress=False, **options)
+    seg = read_volume(tmp_path / "seg.zarr")
+    expected = np.where(labels == 4, 0, labels)
+    assert summary["segments"] == [3] and set(np.unique(seg)) == {0, 1, 2, 3}
+    assert len(set(zip(seg.ravel().tolist(), expected.ravel().tolist()))) == 4  # exact
+    # the in-memory segmentation agrees here (object 3 is one fragment in memory) ...
+    [whole] = segment_affinities(affs, **options)
+    assert len(set(zip(seg.ravel().tolist(), whole.ravel().tolist()))) == 4
+    # ... while dust taken per block, on its read region, would lose object 3
+    grid = block_grid(labels.shape, (4, 6, 8), context=((2, 2, 2), (2, 2, 2)))
+    for block in grid:
+        read = grid.read_clipped(block)
+        inside = tuple(slice(w.start - r.start, w.stop - r.start)
+                       for w, r in zip(block.write, read))
+        dusted = affinity_watershed(affs[read], **options)[inside]
+        assert (dusted[labels[block.write] == 3] == 0).all()
+
+
+def test_segment_resumes_a_relabelling_with_several_thresholds(tmp_path, client, monkeypatch):
+    _, _, spec = _toy_affs(tmp_path)
+    options = {"block_shape": (20, 24, 24), "halo": 4, "client": client, "progress": False,
+               "thresholds": (0.3, 0.5, 0.7), "dust_size": 50}
+    out = f"{tmp_path}/seg.zarr:" + "{threshold}"
+    real = bw_segment.relabel_block
+    monkeypatch.setattr(bw_segment, "relabel_block", dying_after(25, real, tmp_path / "first"))
+    with pytest.raises(BlockFailed, match="worker killed"):
+        segment_blockwise(spec, out, **options)
+    folder = store.job_folder(out)
+    done = [settled_done(folder, f"relabel-{i}") for i in range(3)]
+    assert len(done[0]) == 18 and len(done[1]) < 18 and not done[2]
+    with pytest.raises(InputError, match="other parameters.*options"):
+        segment_blockwise(spec, out, **{**options, "thresholds": (0.3, 0.5)})
+    monkeypatch.setattr(bw_segment, "relabel_block", counting(real, tmp_path / "rerun"))
+    summary = segment_blockwise(spec, out, **options)
+    missing = 54 - sum(map(len, done))
+    assert summary["run"] == {"fragments": 0, "faces": 0, "agglomerate": 0, "tables": 0,
+                              "relabel": missing}
+    assert len(called(tmp_path / "rerun")) == missing and summary["resumed"]
+    monkeypatch.setattr(bw_segment, "relabel_block", real)
+    again = segment_blockwise(spec, f"{tmp_path}/again.zarr:" + "{threshold}", **options)
+    assert again["segments"] == summary["segments"]
+    for first, second in zip(summary["outputs"], again["outputs"]):
+        np.testing.assert_array_equal(read_volume(first), read_volume(second))
+    sizes = np.bincount(read_volume(summary["outputs"][1]).ravel())
+    assert sizes[1:].min() >= 50 and sizes[0] > 0  # whole objects under 50 voxels are gone
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -354,8 +528,20 @@ def test_bad_inputs_name_the_file_key_and_shape(tmp_path, tiny_model):
     write_volume(tmp_path / "raw.tif", np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(InputError, match="raw.tif' is tiff.*chunked Zarr"):
         predict_blockwise(tiny_model, tmp_path / "raw.tif", tmp_path / "p.zarr")
+    write_volume(tmp_path / "r.zarr", np.zeros((8, 8, 8), np.uint8), chunks=(4, 4, 4))
+    with pytest.raises(InputError, match=r"\['colour'\]; allowed: tile_shape, overlap"):
+        predict_blockwise(tiny_model, tmp_path / "r.zarr", tmp_path / "p.zarr", colour=1)
     with pytest.raises(InputError, match="blockwise jobs write Zarr"):
         segment_blockwise(tmp_path / "a.zarr", tmp_path / "s.tif")
+    with pytest.raises(InputError, match=r"2 thresholds.*\{threshold\}"):
+        segment_blockwise(tmp_path / "a.zarr", tmp_path / "s.zarr", thresholds=(0.3, 0.5))
+    with pytest.raises(InputError, match="threshold or thresholds, not both"):
+        segment_blockwise(tmp_path / "a.zarr", tmp_path / "s.zarr", threshold=0.3,
+                          thresholds=(0.5,))
+    with pytest.raises(InputError, match=r"\['colour'\].*allowed: thresholds, scoring"):
+        segment_blockwise(tmp_path / "a.zarr", tmp_path / "s.zarr", colour=1)
+    with pytest.raises(InputError, match="scoring must be one of"):
+        segment_blockwise(tmp_path / "a.zarr", tmp_path / "s.zarr", scoring="max")
     assert issubclass(MissingDataError, EmkitError)
 
 
@@ -374,11 +560,23 @@ def test_cli_segment_blockwise_on_a_running_scheduler(tmp_path, client, capsys):
     seg = read_volume(out)
     expected = segment_blockwise(spec, tmp_path / "api.zarr", block_shape=(20, 24, 24),
                                  halo=4, client=client, progress=False)
-    assert seg.max() == expected["segments"]
+    assert [seg.max()] == expected["segments"]
     assert main(argv) == 2  # exists, no --overwrite
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--thresholds", "0.3,0.5"]) == 2
-    assert "one threshold" in capsys.readouterr().err
+    assert "{threshold}" in capsys.readouterr().err
+    several = ["--output", f"{tmp_path}/many.zarr:" + "{threshold}", "--thresholds", "0.3,0.5",
+               "--scoring", "quantile", "--bins", "32", "--dust-size", "20"]
+    assert main([*argv, *several]) == 0
+    err = capsys.readouterr().err
+    expected = segment_blockwise(spec, f"{tmp_path}/api2.zarr:" + "{threshold}",
+                                 block_shape=(20, 24, 24), halo=4, client=client,
+                                 progress=False, thresholds=(0.3, 0.5), scoring="quantile",
+                                 bins=32, dust_size=20)
+    for t, segments in zip(("0.3", "0.5"), expected["segments"]):
+        assert f"{segments} at {t}" in err
+        np.testing.assert_array_equal(read_volume(f"{tmp_path}/many.zarr:{t}"),
+                                      read_volume(f"{tmp_path}/api2.zarr:{t}"))
 
 
 def test_cli_help_describes_blockwise(capsys):

@@ -108,22 +108,52 @@ def test_help_names_the_conventions(capsys):
 
 
 def test_cli_defaults_are_the_library_defaults():
-    from emkit.postprocess import agglomeration, pipeline, watershed, watershed2d
+    from emkit.postprocess import agglomeration, options, pipeline, watershed, watershed2d
 
     d = segment_cli.DEFAULTS
-    assert d["thresholds"] == ",".join(f"{t:g}" for t in pipeline.DEFAULT_THRESHOLDS)
-    assert d["bins"] == agglomeration.DEFAULT_BINS
-    assert segment_cli.SCORINGS == agglomeration.SCORINGS
-    assert (d["low"], d["high"]) == (watershed.DEFAULT_LOW, watershed.DEFAULT_HIGH)
-    assert d["size_threshold"] == watershed.DEFAULT_SIZE_THRESHOLD
-    assert d["merge_threshold"] == watershed.DEFAULT_MERGE_THRESHOLD
-    assert d["dust_size"] == watershed.DEFAULT_DUST_SIZE
+    defaults = options.DEFAULTS
+    # the affinity options are read from emkit.postprocess.options itself
+    assert segment_cli.segment_options is options
+    assert d["thresholds"] == ",".join(f"{t:g}" for t in defaults.thresholds)
+    assert {k: d[k] for k in options.NAMES if k != "thresholds"} == {
+        k: v for k, v in options.DEFAULTS.to_dict().items() if k != "thresholds"}
+    assert segment_cli.SCORINGS == options.SCORINGS
+    assert defaults.bins == agglomeration.DEFAULT_BINS  # agglomerate()'s own default
+    assert pipeline.DEFAULT_THRESHOLDS == defaults.thresholds
+    assert (watershed.DEFAULT_LOW, watershed.DEFAULT_HIGH) == (defaults.low, defaults.high)
+    assert set(options.NAMES) == set(options.WATERSHED_OPTIONS) | set(
+        options.AGGLOMERATION_OPTIONS)
+    # the boundary-map options are repeated in the CLI
     assert segment_cli.SEEDS == watershed2d.SEEDS
     assert d["seeds"] == watershed2d.DEFAULT_SEEDS
     assert d["seed_threshold"] == watershed2d.DEFAULT_SEED_THRESHOLD
     assert d["min_height"] == watershed2d.DEFAULT_MIN_HEIGHT
     assert d["smoothing"] == watershed2d.DEFAULT_SMOOTHING
     assert d["min_size"] == watershed2d.DEFAULT_MIN_SIZE
+
+
+def test_the_segment_options_are_in_the_signatures_and_checked():
+    import inspect
+
+    from emkit.blockwise import segment_blockwise
+    from emkit.errors import InputError
+    from emkit.postprocess import options, segment_affinities
+
+    for function in (segment_affinities, segment_blockwise):
+        parameters = inspect.signature(function).parameters
+        assert {k: parameters[k].default for k in options.NAMES} == {
+            k: getattr(options.DEFAULTS, k) for k in options.NAMES}
+    checked = options.SegmentOptions.checked(thresholds=[0.3, 0.5], bins=np.int64(8))
+    assert checked.thresholds == (0.3, 0.5) and type(checked.bins) is int
+    assert checked.watershed == {k: getattr(options.DEFAULTS, k)
+                                 for k in options.WATERSHED_OPTIONS}
+    for bad, match in (({"colour": 1}, r"\['colour'\]; allowed: thresholds, scoring"),
+                       ({"low": 0.9, "high": 0.5}, "low must be smaller than high"),
+                       ({"thresholds": []}, "thresholds"), ({"scoring": "max"}, "scoring")):
+        with pytest.raises(InputError, match=match):
+            segment_affinities(np.zeros((2, 2, 2, 3), np.float32), **bad)
+    with pytest.raises(InputError, match="repeat a value"):
+        options.threshold_outputs("s.h5:{threshold}", (0.5, 0.50))
 
 
 def test_building_the_parser_imports_no_heavy_module():
@@ -137,3 +167,28 @@ def test_building_the_parser_imports_no_heavy_module():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_building_the_parser_compiles_nothing():
+    """The segment options come from emkit.postprocess.options without its numba stages."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from emkit.cli.main import make_parser; make_parser(); "
+            "print(sorted(m for m in ('numba', 'emkit.postprocess.watershed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_probabilities_an_ulp_above_one_are_rounding(tmp_path):
+    """Blended tiles can sum to 1.0000001; that is read as 1, while 1.01 is refused."""
+    from emkit.cli.segment import read_probabilities
+    from emkit.errors import InputError
+    from emkit.io import open_volume
+
+    np.save(tmp_path / "ulp.npy", np.array([[[0.5, np.nextafter(np.float32(1), 2)]]], np.float32))
+    np.save(tmp_path / "far.npy", np.array([[[0.5, 1.01]]], np.float32))
+    data = read_probabilities(open_volume(str(tmp_path / "ulp.npy")), "INPUT")
+    assert data.tolist() == [[[0.5, 1.0]]]
+    with pytest.raises(InputError, match="must hold values in"):
+        read_probabilities(open_volume(str(tmp_path / "far.npy")), "INPUT")

@@ -17,6 +17,8 @@ A killed job, rerun with the same arguments, skips the blocks it finished.
 - :mod:`~emkit.blockwise.predict`: blockwise prediction.
 - :mod:`~emkit.blockwise.segment` and :mod:`~emkit.blockwise.stitch`: blockwise
   watershed, the stitched region graph, agglomeration and relabelling.
+- :mod:`~emkit.blockwise.hierarchy`: the agglomeration of the stitched graph in a
+  hierarchy of chunks (ABISS's scheme), with the merges of one whole-graph run.
 
 Importing this package imports neither Dask's scheduler nor Keras.
 """

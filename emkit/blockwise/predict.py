@@ -17,6 +17,7 @@ output is put in place when all blocks are done (:mod:`~emkit.blockwise.store`).
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
@@ -27,10 +28,25 @@ from emkit.blockwise import store
 from emkit.blockwise.cluster import connect, run_blocks
 from emkit.blockwise.grid import Block, block_grid
 from emkit.errors import InputError, MissingDataError
+from emkit.inference.tiled import predict_volume
 
 STAGE = "predict"
 #: Default block (write region), (z, y, x): 64^3 voxels x 3 channels is 3 MiB of output.
 DEFAULT_BLOCK = (64, 64, 64)
+#: The options of :func:`emkit.inference.predict_volume` that each block passes on;
+#: their defaults are predict_volume's.
+TILING = ("tile_shape", "overlap", "blend", "batch_size", "tta", "offsets")
+_TILING_PARAMETERS = [inspect.signature(predict_volume).parameters[name] for name in TILING]
+
+
+def _takes_tiling(function):
+    """Gives ``function(..., **tiling)`` the :data:`TILING` keywords of predict_volume,
+    with its defaults, in its signature (:func:`inspect.signature`, :func:`help`)."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    added = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _TILING_PARAMETERS]
+    function.__signature__ = signature.replace(parameters=kept + added)
+    return function
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,7 @@ class PredictJob:
     tiling: dict
 
 
+@_takes_tiling
 def predict_blockwise(
     model,
     raw,
@@ -58,12 +75,7 @@ def predict_blockwise(
     memory_limit="auto",
     overwrite: bool = False,
     progress: bool = True,
-    tile_shape=None,
-    overlap=None,
-    blend: str = "bump",
-    batch_size: int = 4,
-    tta: bool = False,
-    offsets=None,
+    **tiling,
 ) -> dict:
     """Predicts a chunked volume block by block on Dask workers; resumable.
 
@@ -82,8 +94,9 @@ def predict_blockwise(
         overwrite: Replace an existing output (and discard an unfinished job with
             other parameters).
         progress: Show a progress bar.
-        tile_shape, overlap, blend, batch_size, tta, offsets: As for
-            :func:`emkit.inference.predict_volume`, inside each block.
+        **tiling: ``tile_shape``, ``overlap``, ``blend``, ``batch_size``, ``tta`` and
+            ``offsets`` (:data:`TILING`), as for :func:`emkit.inference.predict_volume`
+            (with its defaults), inside each block.
 
     Returns:
         A summary: ``blocks``, ``run`` (blocks computed now), ``skipped`` (found done),
@@ -101,9 +114,7 @@ def predict_blockwise(
     if not model_path.is_file():
         raise MissingDataError(f"--model: no model file '{model_path}'")
     store.check_output(output, overwrite=overwrite)  # before any work
-    tiling = {"tile_shape": _tuple(tile_shape), "overlap": _tuple(overlap), "blend": blend,
-              "batch_size": int(batch_size), "tta": bool(tta),
-              "offsets": None if offsets is None else [list(map(int, o)) for o in offsets]}
+    tiling = _tiling(tiling)
     stamp = _stamp(model_path)
     with connect(scheduler, workers=workers, processes=processes, memory_limit=memory_limit,
                  client=client) as dask_client:
@@ -148,7 +159,6 @@ def predict_block(block: Block, job: PredictJob) -> int:
     if store.is_done(folder, STAGE, block.id):
         return 0
     from emkit.inference import to_disk_layout
-    from emkit.inference.tiled import predict_volume
     from emkit.io import open_volume
 
     model, lock = _cached_model(job.model, job.model_stamp)
@@ -216,10 +226,19 @@ def _per_axis(value) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
 
-def _tuple(value):
-    if value is None or isinstance(value, int):
-        return value
-    return tuple(int(v) for v in value)
+def _tiling(given: dict) -> dict:
+    """The tiling options, predict_volume's defaults filled in, as plain JSON values."""
+    unknown = sorted(set(given) - set(TILING))
+    if unknown:
+        raise InputError(f"unknown prediction option(s) {unknown}; allowed: {', '.join(TILING)}")
+    tiling = {p.name: given.get(p.name, p.default) for p in _TILING_PARAMETERS}
+    for name in ("tile_shape", "overlap"):
+        value = tiling[name]
+        if value is not None and not isinstance(value, int):
+            tiling[name] = tuple(int(v) for v in value)
+    offsets = tiling["offsets"]
+    return {**tiling, "batch_size": int(tiling["batch_size"]), "tta": bool(tiling["tta"]),
+            "offsets": None if offsets is None else [list(map(int, o)) for o in offsets]}
 
 
 __all__ = ["DEFAULT_BLOCK", "PredictJob", "predict_block", "predict_blockwise"]

@@ -1,19 +1,23 @@
 """Blockwise segmentation of affinities on Dask: :func:`segment_blockwise`.
 
-Four passes, each resumable by its completion markers (the scheme and why:
-:mod:`~emkit.blockwise.stitch`):
+Passes, each resumable by its completion markers (the scheme and why:
+:mod:`~emkit.blockwise.stitch` and :mod:`~emkit.blockwise.hierarchy`):
 
-==========  ==========  ============================================================
-pass        tasks       reads -> writes
-==========  ==========  ============================================================
-fragments   one/block   affinities (write region + halo) -> fragment chunks, graph
-faces       one/block   its first planes and its lower neighbours' last planes -> edges
-agglomerate one         every block's graph and edges -> fragment -> segment table
-relabel     one/block   fragment chunks and the table -> segmentation chunks
-==========  ==========  ============================================================
+============  ===============  ===========================================================
+pass          tasks            reads -> writes
+============  ===============  ===========================================================
+fragments     one/block        affinities (write region + halo) -> fragment chunks, graph
+faces         one/block        its first planes and its lower neighbours' last planes
+                               -> face edges
+agglomerate   one/chunk/level  children's frozen graphs and the faces between them ->
+                               merges, the chunk's frozen graph (levels 0 .. top)
+tables        one              every merge, fragment sizes -> one table per threshold
+relabel       one/block and    fragment chunks and a table -> segmentation chunks
+              threshold
+============  ===============  ===========================================================
 
-Fragments and the segmentation are Zarr arrays in the job folder, chunked by block,
-so each chunk has one writer; the segmentation is put in place at the end
+Fragments and segmentations are Zarr arrays in the job folder, chunked by block,
+so each chunk has one writer; the segmentations are put in place at the end
 (:mod:`~emkit.blockwise.store`). Affinities are read channels first ``(C, Z, Y, X)``
 as stored (channels 0-2: offsets (1, 0, 0), (0, 1, 0), (0, 0, 1); further channels
 are ignored), float in [0, 1] or uint8 read as value / 255.
@@ -22,40 +26,35 @@ are ignored), float in [0, 1] or uint8 read as value / 255.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emkit.blockwise import stitch, store
+from emkit.blockwise import hierarchy, stitch, store
 from emkit.blockwise.cluster import connect, run_blocks
 from emkit.blockwise.grid import Block, BlockGrid, block_grid
 from emkit.errors import InputError
-from emkit.postprocess._checks import check_unit_float
-from emkit.postprocess.watershed import (
-    DEFAULT_DUST_SIZE,
-    DEFAULT_HIGH,
-    DEFAULT_LOW,
-    DEFAULT_MERGE_THRESHOLD,
-    DEFAULT_SIZE_THRESHOLD,
-    check_watershed_options,
+from emkit.postprocess.options import (
+    DEFAULTS,
+    SegmentOptions,
+    takes_options,
+    threshold_outputs,
 )
 
 #: Default block (write region) and halo, (z, y, x) voxels.
 DEFAULT_BLOCK = (64, 64, 64)
 DEFAULT_HALO = (8, 8, 8)
-STAGES = ("fragments", "faces", "agglomerate", "relabel")
 
 
 @dataclass(frozen=True)
 class SegmentJob:
-    """What a block task needs (small, pickled with every task)."""
+    """What a block or chunk task needs (small, pickled with every task)."""
 
     affs: str
     folder: str
     grid: BlockGrid
-    threshold: float
-    watershed: dict = field(default_factory=dict)
+    options: SegmentOptions = DEFAULTS
 
     @property
     def stride(self) -> int:
@@ -63,18 +62,14 @@ class SegmentJob:
         return int(np.prod(self.grid.block_shape))
 
 
+@takes_options
 def segment_blockwise(
     affs,
     output,
     *,
     block_shape=DEFAULT_BLOCK,
     halo=DEFAULT_HALO,
-    threshold: float = 0.5,
-    low: float = DEFAULT_LOW,
-    high: float = DEFAULT_HIGH,
-    size_threshold: int = DEFAULT_SIZE_THRESHOLD,
-    merge_threshold: float = DEFAULT_MERGE_THRESHOLD,
-    dust_size: int = DEFAULT_DUST_SIZE,
+    threshold: float | None = None,
     workers: int = 1,
     scheduler: str | None = None,
     client=None,
@@ -82,34 +77,57 @@ def segment_blockwise(
     memory_limit="auto",
     overwrite: bool = False,
     progress: bool = True,
+    **options,
 ) -> dict:
     """Segments a chunked affinity volume block by block on Dask; resumable.
 
     The result matches :func:`emkit.postprocess.segment_affinities` on the whole
     volume except near block faces, where fragments differ (the tests measure an
-    adapted Rand error below 0.01 between the two on the medulla cube, 64^3 blocks).
+    adapted Rand error below 0.01 between the two on the medulla cube, 64^3 blocks,
+    at several thresholds and with quantile scoring). The agglomeration is the
+    whole-volume one, done hierarchically (:mod:`~emkit.blockwise.hierarchy`): no task
+    holds the region graph of the whole volume.
+
+    ``dust_size`` removes whole objects: after agglomeration, at each threshold, the
+    segments of fewer voxels (summed over their fragments in all blocks) become 0.
+    In memory, :func:`~emkit.postprocess.segment_affinities` removes the watershed's
+    small *fragments* before agglomeration instead (a fragment is known whole there,
+    but a block sees only its part of one). Both remove the small isolated objects;
+    they differ on small fragments that agglomeration would join to a larger object
+    (in memory they become holes, 0, here they stay in it), and the in-memory graph
+    loses the removed fragments' edges. Equal when ``dust_size=0``, the default.
 
     Args:
         affs: Affinities, chunked Zarr or HDF5, ``(C, Z, Y, X)`` channels first.
         output: ``out.zarr[:key]`` or ``out.h5:key``; uint64 ``(Z, Y, X)``, ids
-            consecutive from 1, chunked by block.
+            consecutive from 1, chunked by block. With several thresholds it holds
+            ``{threshold}``, replaced by each (``f"{t:g}"``): ``seg.zarr:seg/{threshold}``.
         block_shape: Write region of a block, an int or ``(z, y, x)``.
         halo: Affinities read around each block for its watershed, an int or
             ``(z, y, x)`` per side; a block must be at least the halo.
-        threshold: Agglomeration score threshold (waterz's: merge while the mean
-            boundary affinity is above ``1 - threshold``).
-        low, high, size_threshold, merge_threshold, dust_size: Watershed options, see
-            :func:`~emkit.postprocess.affinity_watershed`; ``dust_size`` applies per
-            block.
+        threshold: One threshold, the same as ``thresholds=(threshold,)`` (older name).
         workers, scheduler, client, processes, memory_limit: Where to run, see
             :func:`~emkit.blockwise.cluster.connect`.
-        overwrite: Replace an existing output (and discard an unfinished job with
+        overwrite: Replace existing outputs (and discard an unfinished job with
             other parameters).
         progress: Show progress bars.
+        **options: The options of :class:`~emkit.postprocess.options.SegmentOptions`
+            by name, with its defaults: ``thresholds``, ``scoring``, ``quantile``,
+            ``bins``, ``low``, ``high``, ``size_threshold``, ``merge_threshold``,
+            ``dust_size`` (whole objects, see above).
 
     Returns:
-        A summary: ``blocks``, ``run`` (block tasks run now, per pass), ``skipped``,
-        ``fragments``, ``segments``, ``seconds``.
+        A summary: ``blocks``, ``run`` (tasks run now, per pass), ``skipped``,
+        ``resumed``, ``fragments``, ``outputs`` and ``segments`` (one per threshold),
+        ``edges`` (of the stitched region graph), ``largest_chunk_edges`` (the most
+        edges one agglomeration task held), ``levels``, ``block_shape``, ``halo``,
+        ``seconds``.
+
+    Raises:
+        InputError: a bad input, option or output spec, or an unfinished job with
+            other parameters.
+        OverwriteError: an output exists and ``overwrite`` is False.
+        BlockFailed: a task failed; finished tasks are kept for a rerun.
     """
     start = time.perf_counter()
     volume = store.open_chunked(affs, ndim=4, role="affinities")
@@ -122,55 +140,79 @@ def segment_blockwise(
     if volume.dtype != np.uint8 and volume.dtype.kind != "f":
         raise InputError(f"affinities '{volume.spec}' have dtype {volume.dtype}; expected "
                          "floats in [0, 1] or uint8 (0-255)")
-    threshold = check_unit_float(threshold, "threshold")
-    low, high, size_threshold, merge_threshold, dust_size = check_watershed_options(
-        low, high, size_threshold, merge_threshold, dust_size)
+    if threshold is not None:
+        if "thresholds" in options:
+            raise InputError(f"give threshold or thresholds, not both (got threshold="
+                             f"{threshold!r}, thresholds={options['thresholds']!r})")
+        options["thresholds"] = (threshold,)
+    options = SegmentOptions.checked(**options)
+    outputs = threshold_outputs(output, options.thresholds, name="output")
     spatial = volume.shape[1:]
     halo = (halo,) * 3 if isinstance(halo, int) else tuple(int(h) for h in halo)
     grid = block_grid(spatial, block_shape, context=(halo, halo),
                       name=f"affinities '{volume.spec}'")
-    watershed = {"low": low, "high": high, "size_threshold": size_threshold,
-                 "merge_threshold": merge_threshold, "dust_size": dust_size}
-    store.check_output(output, overwrite=overwrite)  # before any work
+    for spec in outputs:  # before any work
+        store.check_output(spec, overwrite=overwrite)
     params = {"stage": "segment", "affs": volume.spec, "shape": volume.shape,
-              "block_shape": grid.block_shape, "halo": halo, "threshold": threshold,
-              "watershed": watershed}
+              "block_shape": grid.block_shape, "halo": halo, "options": options.to_dict(),
+              "outputs": [str(spec) for spec in outputs]}
     folder, resumed = store.start_job(output, params, overwrite=overwrite)
-    job = SegmentJob(affs=volume.spec, folder=str(folder), grid=grid, threshold=threshold,
-                     watershed=watershed)
+    job = SegmentJob(affs=volume.spec, folder=str(folder), grid=grid, options=options)
     store.create_block_array(folder / "fragments.zarr", spatial, grid.block_shape, "uint64")
-    store.create_block_array(folder / "output.zarr", spatial, grid.block_shape, "uint64")
-    run = {}
+    arrays = [folder / f"output-{i}.zarr" for i in range(len(outputs))]
+    for array in arrays:
+        store.create_block_array(array, spatial, grid.block_shape, "uint64")
+    run = {"fragments": 0, "faces": 0, "agglomerate": 0, "tables": 0, "relabel": 0}
+    levels = hierarchy.top_level(grid.shape) + 1
     with connect(scheduler, workers=workers, processes=processes, memory_limit=memory_limit,
                  client=client) as dask_client:
         for stage, function in (("fragments", fragments_block), ("faces", faces_block)):
             todo = store.todo_blocks(folder, stage, grid)
             run_blocks(dask_client, function, todo, job, desc=stage, progress=progress)
             run[stage] = len(todo)
-        if not (folder / "lut.npy").exists() or not (folder / "table.npz").exists():
-            dask_client.submit(agglomerate_job, job, pure=False).result()
-            run["agglomerate"] = 1
-        else:
-            run["agglomerate"] = 0
-        todo = store.todo_blocks(folder, "relabel", grid)
-        run_blocks(dask_client, relabel_block, todo, job, desc="relabel", progress=progress)
-        run["relabel"] = len(todo)
-    with np.load(folder / "table.npz") as table:
-        segments, fragments = int(table["segments"]), int(table["counts"].sum())
-    store.publish(folder / "output.zarr", output, grid, overwrite=overwrite,
-                  voxel_size_nm=volume.voxel_size_nm)
+        for level in range(levels):
+            done = store.done_blocks(folder, f"agglomerate-{level}")
+            todo = [c for c in hierarchy.chunks(grid, level) if c.id not in done]
+            run_blocks(dask_client, agglomerate_task, todo, job, desc=f"agglomerate-{level}",
+                       progress=progress)
+            run["agglomerate"] += len(todo)
+        if not (folder / "tables.npz").exists():
+            dask_client.submit(tables_job, job, pure=False).result()
+            run["tables"] = 1
+        for i, t in enumerate(options.thresholds):
+            todo = store.todo_blocks(folder, f"relabel-{i}", grid)
+            run_blocks(dask_client, relabel_block, todo, job, i, desc=f"relabel-{t:g}",
+                       progress=progress)
+            run["relabel"] += len(todo)
+    with np.load(folder / "tables.npz") as tables:
+        summary = {k: tables[k].tolist() for k in ("segments", "edges", "largest_chunk_edges")}
+        fragments = int(tables["counts"].sum())
+    for array, spec in zip(arrays, outputs):
+        store.publish(array, spec, grid, overwrite=overwrite,
+                      voxel_size_nm=volume.voxel_size_nm)
     store.remove(folder)
-    return {"blocks": len(grid), "run": run, "resumed": resumed,
-            "skipped": {k: len(grid) - v for k, v in run.items() if k != "agglomerate"},
-            "fragments": fragments, "segments": segments, "block_shape": grid.block_shape,
-            "halo": halo, "seconds": time.perf_counter() - start}
+    skipped = {"fragments": len(grid) - run["fragments"], "faces": len(grid) - run["faces"],
+               "relabel": len(grid) * len(outputs) - run["relabel"]}
+    return {"blocks": len(grid), "run": run, "resumed": resumed, "skipped": skipped,
+            "fragments": fragments, "outputs": [str(spec) for spec in outputs],
+            "thresholds": list(options.thresholds), **summary, "levels": levels,
+            "block_shape": grid.block_shape, "halo": halo,
+            "seconds": time.perf_counter() - start}
 
 
 # --------------------------------------------------------------------------- block tasks
 
 
 def read_affinities(spec: str, box) -> np.ndarray:
-    """The 3 nearest-neighbour channels of ``box``, channels last, float32 in [0, 1]."""
+    """The 3 nearest-neighbour channels of a box of the affinities.
+
+    Args:
+        spec: The affinities, ``(C, Z, Y, X)`` on disk.
+        box: Spatial slices ``(z, y, x)``.
+
+    Returns:
+        ndarray of the box's shape + (3,), channels last, float32 in [0, 1].
+    """
     from emkit.io import open_volume
 
     data = open_volume(spec)[(slice(0, 3), *box)]
@@ -181,14 +223,26 @@ def read_affinities(spec: str, box) -> np.ndarray:
 
 
 def fragments_block(block: Block, job: SegmentJob) -> int:
-    """Pass 1: the block's fragments (global ids) and the graph of its write region."""
+    """Pass 1: the block's fragments (global ids) and the graph of its write region.
+
+    The watershed removes no dust here: dust is removed from whole objects, after
+    agglomeration (:func:`tables_job`).
+
+    Args:
+        block: The :class:`~emkit.blockwise.grid.Block`.
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        The block's fragments (0 when the block was already done).
+    """
     folder = Path(job.folder)
     if store.is_done(folder, "fragments", block.id):
         return 0
     read = job.grid.read_clipped(block)
     affs = read_affinities(job.affs, read)
     inside = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(block.write, read))
-    fragments, graph = stitch.block_fragments(affs, inside, **job.watershed)
+    fragments, graph = stitch.block_fragments(
+        affs, inside, bins=job.options.histogram_bins, **{**job.options.watershed, "dust_size": 0})
     ids = fragments.astype(np.uint64)
     ids[fragments > 0] += np.uint64(block.id * job.stride)
     (folder / "graphs").mkdir(exist_ok=True)
@@ -199,65 +253,178 @@ def fragments_block(block: Block, job: SegmentJob) -> int:
 
 
 def faces_block(block: Block, job: SegmentJob) -> int:
-    """Pass 2: the edges across the faces between the block and its lower neighbours."""
+    """Pass 2: the edges across the faces between the block and its lower neighbours,
+    and the fragment pieces there that either block's watershed joined.
+
+    Args:
+        block: The :class:`~emkit.blockwise.grid.Block`.
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        The face edges (0 when the block was already done).
+    """
     folder = Path(job.folder)
     if store.is_done(folder, "faces", block.id):
         return 0
     fragments = store.open_block_array(folder / "fragments.zarr", mode="r")
-    edges = {"u": [], "v": [], "count": [], "total": []}
+    bins = job.options.histogram_bins
+    parts = []
     for axis, neighbour in job.grid.neighbours_before(block):
         first = list(block.write)
         first[axis] = slice(block.write[axis].start, block.write[axis].start + 1)
         last = list(block.write)
         last[axis] = slice(neighbour.write[axis].stop - 1, neighbour.write[axis].stop)
         affs = read_affinities(job.affs, tuple(first))[..., axis]
+        with np.load(folder / "graphs" / f"{block.id}.npz") as mine, \
+                np.load(folder / "graphs" / f"{neighbour.id}.npz") as theirs:
+            joined = mine[f"same_lower_{axis}"] | theirs[f"same_upper_{axis}"]
         face = stitch.face_edges(
             np.squeeze(fragments[tuple(first)], axis),
             np.squeeze(fragments[tuple(last)], axis),
             np.squeeze(affs, axis),
+            bins=bins,
+            joined=joined,
         )
-        for key, parts in edges.items():
-            parts.append(face[key])
-    merged = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in edges.items()}
+        face["axis"] = np.full(len(face["u"]), axis, np.int8)
+        face["joined_axis"] = np.full(len(face["joined_u"]), axis, np.int8)
+        parts.append(face)
+    if not parts:
+        nothing = np.zeros((0, 0))
+        parts.append(stitch.face_edges(nothing, nothing, nothing, bins=bins))
+        parts[0]["axis"] = parts[0]["joined_axis"] = np.zeros(0, np.int8)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     (folder / "faces").mkdir(exist_ok=True)
     store.save_npz_atomic(folder / "faces" / f"{block.id}.npz", **merged)
-    store.mark_done(folder, "faces", block.id, {"edges": len(merged["u"])})
+    store.mark_done(folder, "faces", block.id, {"edges": len(merged["u"]),
+                                                "joined": len(merged["joined_u"])})
     return len(merged["u"])
 
 
-def agglomerate_job(job: SegmentJob) -> int:
-    """Pass 3 (one task): agglomerates the stitched graph; writes ``lut.npz``."""
-    folder = Path(job.folder)
-    n = len(job.grid)
-    counts = np.zeros(n, np.int64)
-    inner, faces = [], []
-    for b in range(n):
-        with np.load(folder / "graphs" / f"{b}.npz") as graph:
-            inner.append({k: graph[k] for k in ("u", "v", "count", "total")})
-            counts[b] = int(graph["n"])
-        with np.load(folder / "faces" / f"{b}.npz") as face:
-            faces.append({k: face[k] for k in ("u", "v", "count", "total")})
-    offsets, lut = stitch.agglomerate_graph(counts, inner, faces, stride=job.stride,
-                                            threshold=job.threshold)
-    store.save_npy_atomic(folder / "lut.npy", lut)  # memory-mapped by the relabel tasks
-    store.save_npz_atomic(folder / "table.npz", offsets=offsets, counts=counts,
-                          segments=int(lut.max(initial=0)))
-    return int(lut.max(initial=0))
+def agglomerate_task(chunk: hierarchy.Chunk, job: SegmentJob) -> int:
+    """Pass 3, one level at a time: agglomerates one chunk, freezing its boundary.
 
+    Level 0 reads the block's graph; a higher level reads its children's frozen graphs
+    and the face edges between them (:mod:`~emkit.blockwise.hierarchy`). Writes the
+    chunk's merges and frozen graph to ``agglomerate/<level>/<id>.npz``.
 
-def relabel_block(block: Block, job: SegmentJob) -> int:
-    """Pass 4: the block's fragments through the table, into the segmentation."""
+    Args:
+        chunk: The :class:`~emkit.blockwise.hierarchy.Chunk`.
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        The edges the chunk agglomerated (0 when it was already done).
+    """
     folder = Path(job.folder)
-    if store.is_done(folder, "relabel", block.id):
+    stage = f"agglomerate-{chunk.level}"
+    if store.is_done(folder, stage, chunk.id):
         return 0
-    with np.load(folder / "table.npz") as table:
+    options = job.options
+    bins = options.histogram_bins
+    if chunk.level == 0:
+        block = job.grid.block(chunk.index)
+        with np.load(folder / "graphs" / f"{block.id}.npz") as graph:
+            graph = hierarchy.block_graph(graph, block, job.grid.shape, job.stride)
+    else:
+        parts = []
+        for child in hierarchy.children(chunk, job.grid):
+            with np.load(_chunk_file(folder, child)) as part:
+                parts.append({k: part[k] for k in part.files if k not in ("a", "b", "score")})
+        faces = []
+        for block_id, axis in hierarchy.inner_faces(chunk, job.grid):
+            with np.load(folder / "faces" / f"{block_id}.npz") as face:
+                rows, joined = face["axis"] == axis, face["joined_axis"] == axis
+                faces.append({k: face[k][rows] for k in ("u", "v", "count", "total")}
+                             | {"hist": face["hist"][rows] if bins else face["hist"],
+                                "joined_u": face["joined_u"][joined],
+                                "joined_v": face["joined_v"][joined]})
+        graph = hierarchy.joined_graph(parts, faces, bins)
+        del parts, faces
+    result = hierarchy.agglomerate_chunk(graph, chunk, scoring=options.scoring,
+                                         quantile=options.quantile,
+                                         stop=max(options.thresholds))
+    path = _chunk_file(folder, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.save_npz_atomic(path, **result)
+    store.mark_done(folder, stage, chunk.id, {"edges": int(result["edges_in"]),
+                                              "merges": len(result["a"]),
+                                              "frozen_edges": len(result["u"])})
+    return int(result["edges_in"])
+
+
+def _chunk_file(folder: Path, chunk: hierarchy.Chunk) -> Path:
+    return folder / "agglomerate" / str(chunk.level) / f"{chunk.id}.npz"
+
+
+def tables_job(job: SegmentJob) -> list[int]:
+    """Pass 4 (one task): every chunk's merges -> one table per threshold, dust removed.
+
+    Writes ``lut-<i>.npy`` (fragment node -> segment id, memory-mapped by the relabel
+    tasks) and ``tables.npz`` (the block offsets and counts, the segments per
+    threshold, and the graph's size).
+
+    Args:
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        The segments at each threshold.
+    """
+    folder = Path(job.folder)
+    grid = job.grid
+    counts = np.zeros(len(grid), np.int64)
+    sizes = [np.zeros(1, np.int64)]  # node 0, the background
+    edges = 0
+    for b in range(len(grid)):
+        with np.load(folder / "graphs" / f"{b}.npz") as graph:
+            counts[b] = int(graph["n"])
+            sizes.append(graph["sizes"].astype(np.int64))
+            edges += len(graph["u"])
+        with np.load(folder / "faces" / f"{b}.npz") as face:
+            edges += len(face["u"])
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    a, b, score, largest = [], [], [], 0
+    for level in range(hierarchy.top_level(grid.shape) + 1):
+        for chunk in hierarchy.chunks(grid, level):
+            with np.load(_chunk_file(folder, chunk)) as merges:
+                a.append(stitch.global_to_node(merges["a"], offsets, job.stride))
+                b.append(stitch.global_to_node(merges["b"], offsets, job.stride))
+                score.append(merges["score"])
+                largest = max(largest, int(merges["edges_in"]))
+    options = job.options
+    tables = hierarchy.threshold_tables(
+        np.concatenate(a), np.concatenate(b), np.concatenate(score), int(counts.sum()) + 1,
+        options.thresholds, np.concatenate(sizes), options.dust_size)
+    segments = [int(t.max(initial=0)) for t in tables]
+    for i, table in enumerate(tables):
+        store.save_npy_atomic(folder / f"lut-{i}.npy", table)
+    store.save_npz_atomic(folder / "tables.npz", offsets=offsets, counts=counts,
+                          segments=np.asarray(segments), edges=edges,
+                          largest_chunk_edges=largest)
+    return segments
+
+
+def relabel_block(block: Block, job: SegmentJob, index: int) -> int:
+    """Pass 5: the block's fragments through the table of one threshold.
+
+    Args:
+        block: The :class:`~emkit.blockwise.grid.Block`.
+        job: The :class:`SegmentJob`.
+        index: The threshold's position in ``job.options.thresholds``.
+
+    Returns:
+        The voxels written (0 when the block was already done).
+    """
+    folder = Path(job.folder)
+    stage = f"relabel-{index}"
+    if store.is_done(folder, stage, block.id):
+        return 0
+    with np.load(folder / "tables.npz") as table:
         offset, count = int(table["offsets"][block.id]), int(table["counts"][block.id])
-    lut = np.load(folder / "lut.npy", mmap_mode="r")
+    lut = np.load(folder / f"lut-{index}.npy", mmap_mode="r")
     fragments = store.open_block_array(folder / "fragments.zarr", mode="r")[block.write]
     seg = stitch.relabel_block(fragments, block.id, stride=job.stride,
                                lut=lut[offset + 1: offset + count + 1])
-    store.open_block_array(folder / "output.zarr")[block.write] = seg
-    store.mark_done(folder, "relabel", block.id)
+    store.open_block_array(folder / f"output-{index}.zarr")[block.write] = seg
+    store.mark_done(folder, stage, block.id)
     return block.size
 
 

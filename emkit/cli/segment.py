@@ -8,6 +8,7 @@ import time
 
 from emkit.cli.arguments import int_at_least
 from emkit.errors import InputError
+from emkit.postprocess import options as segment_options  # light: no numba
 
 DESCRIPTION = """\
 Segment a boundary map or an affinity volume and write the label volume (uint64,
@@ -35,9 +36,12 @@ copied from INPUT unless --voxel-size is given. Exit status 0 on success, 2 on b
 
 --blockwise segments chunked Zarr or HDF5 affinities larger than memory on Dask: a
 watershed per block (block + --halo), the region graph stitched across block faces,
-one agglomeration of the whole graph, and a relabelling per block (emkit.blockwise.stitch
-says why). One threshold; mean scoring. A killed job, rerun with the same arguments,
-skips the blocks it finished.
+agglomerated hierarchically as ABISS does (no task holds the whole graph; the merges
+are the whole-volume ones), and a relabelling per block and threshold
+(emkit.blockwise.stitch and emkit.blockwise.hierarchy say why). The same thresholds
+(several from one pass, OUT with {threshold}), --scoring and --quantile as in memory;
+--dust-size removes whole objects after agglomeration (in memory: watershed fragments,
+before it). A killed job, rerun with the same arguments, skips the work it finished.
 """
 
 EPILOG = """\
@@ -48,28 +52,26 @@ examples:
   emkit segment runs/isbi_n4-<time>/outputs/validation.h5:pred --output seg.tif \
       --recipe runs/isbi_n4-<time>        # the options the run tuned
   emkit segment pred.zarr:affs --output seg.zarr:seg --blockwise --block-size 64 --workers 2
+  emkit segment pred.zarr:affs --output seg.zarr:seg/{threshold} --blockwise \
+      --thresholds 0.3,0.5 --scoring quantile --dust-size 100
 """
 
 
-# The library's defaults, repeated here so that building the parser imports nothing heavy
-# (tests check that they agree with emkit.postprocess).
+
+
+# The affinity options come from emkit.postprocess.options; the boundary-map ones are
+# emkit.postprocess.watershed2d's, repeated here so that building the parser imports
+# nothing heavy (tests check that they agree).
 DEFAULTS = {
-    "thresholds": "0.5",
-    "scoring": "mean",
-    "quantile": 0.5,
-    "bins": 64,
-    "low": 0.0001,
-    "high": 0.9999,
-    "size_threshold": 25,
-    "merge_threshold": 0.5,
-    "dust_size": 0,
+    **{name: getattr(segment_options.DEFAULTS, name) for name in segment_options.NAMES},
+    "thresholds": ",".join(f"{t:g}" for t in segment_options.DEFAULTS.thresholds),
     "seeds": "threshold",
     "seed_threshold": 0.3,
     "min_height": 2.0,
     "smoothing": 1.0,
     "min_size": 20,
 }
-SCORINGS = ("mean", "quantile")
+SCORINGS = segment_options.SCORINGS
 SEEDS = ("threshold", "distance")
 
 
@@ -98,9 +100,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help=f"agglomeration score thresholds in [0, 1] (default: {d['thresholds']})")
     group.add_argument("--scoring", choices=SCORINGS, default=None,
                        help="edge score: 1 - mean or 1 - quantile of the boundary's "
-                       "affinities (default: mean)")
+                       f"affinities (default: {d['scoring']})")
     group.add_argument("--quantile", type=float, default=None,
-                       help="quantile for --scoring quantile (default: 0.5, the median)")
+                       help="quantile for --scoring quantile, 0.5 being the median "
+                       f"(default: {d['quantile']:g})")
     group.add_argument("--bins", type=int_at_least(1), default=None,
                        help="histogram bins per edge for --scoring quantile "
                        f"(default: {d['bins']})")
@@ -117,7 +120,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="smallest edge affinity for those merges "
                        f"(default: {d['merge_threshold']})")
     group.add_argument("--dust-size", type=int_at_least(0), default=None,
-                       help="regions still smaller than this become 0 "
+                       help="regions still smaller than this (voxels) become 0: the "
+                       "watershed's fragments, before agglomeration; with --blockwise, "
+                       "whole objects at each threshold, after it "
                        f"(default: {d['dust_size']}, keep all)")
     group.add_argument("--fragments", metavar="OUT",
                        help="also write the watershed fragments here")
@@ -166,21 +171,6 @@ def parse_floats(text: str, name: str, count: int | None = None) -> tuple[float,
     return values
 
 
-def output_specs(template: str, thresholds) -> list[str]:
-    """One output spec per threshold, from a template with ``{threshold}``.
-
-    Args:
-        template: the output spec, with ``{threshold}`` where each value goes.
-        thresholds: the agglomeration thresholds.
-    """
-    if len(thresholds) > 1 and "{threshold}" not in template:
-        raise InputError(
-            f"--output {template!r} names one volume but {len(thresholds)} thresholds were "
-            "given; put {threshold} in it, e.g. seg.h5:seg/{threshold}"
-        )
-    return [template.replace("{threshold}", f"{t:g}") for t in thresholds]
-
-
 def check_writable(spec: str, overwrite: bool) -> None:
     """Fail before any work when an output exists and --overwrite is not given.
 
@@ -203,6 +193,10 @@ def check_writable(spec: str, overwrite: bool) -> None:
     raise OverwriteError(f"'{parsed.path}' exists; pass --overwrite to replace it")
 
 
+#: How far outside [0, 1] a probability may be and still count as rounding.
+PROBABILITY_SLACK = 1e-6
+
+
 def read_probabilities(volume, role: str):
     """A float32 array in [0, 1] from a float or uint8 volume.
 
@@ -221,12 +215,14 @@ def read_probabilities(volume, role: str):
             "or uint8 (0-255)"
         )
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
-    if not (lo >= 0 and hi <= 1):  # also catches NaN
+    # Blended tiles can end an ulp outside [0, 1] (1.0000001): rounding, clipped here.
+    if not (lo >= -PROBABILITY_SLACK and hi <= 1 + PROBABILITY_SLACK):  # also catches NaN
         raise InputError(
             f"{role} '{volume.spec}' must hold values in [0, 1] (probabilities), got "
             f"values from {lo} to {hi}"
         )
-    return data.astype(np.float32, copy=False)
+    data = data.astype(np.float32, copy=False)
+    return np.clip(data, 0, 1) if lo < 0 or hi > 1 else data
 
 
 def recipe_options(source: str) -> tuple[str, dict, str]:
@@ -281,6 +277,17 @@ def resolve_options(args: argparse.Namespace, method: str) -> None:
             setattr(args, key, options.get(key, default))
 
 
+def print_view(*specs) -> None:
+    """Print (on stderr) the ``emkit view`` line that shows the input and the outputs.
+
+    Args:
+        *specs: volume specs: the input, then the segmentations written.
+    """
+    from emkit.view import view_command
+
+    print(f"view: {view_command(*specs)}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -297,8 +304,9 @@ def run(args: argparse.Namespace) -> int:
         else volume.voxel_size_nm
     )
     if volume.ndim == 4:
-        thresholds = parse_floats(args.thresholds, "--thresholds")
-        outputs = output_specs(args.output, thresholds)
+        options = affinity_options(args)
+        thresholds = options["thresholds"]
+        outputs = segment_options.threshold_outputs(args.output, thresholds)
         # Channels last, (z, y, x, 3), would be read as c = z and an x of 3 voxels.
         channels_last = volume.shape[-1] == 3 and volume.shape[0] != 3
         if volume.shape[0] < 3 or channels_last:
@@ -316,19 +324,7 @@ def run(args: argparse.Namespace) -> int:
         from emkit.postprocess import segment_affinities
 
         affs = np.moveaxis(read_probabilities(volume, "INPUT"), 0, -1)  # a view
-        result = segment_affinities(
-            affs,
-            thresholds=thresholds,
-            scoring=args.scoring,
-            quantile=args.quantile,
-            bins=args.bins,
-            low=args.low,
-            high=args.high,
-            size_threshold=args.size_threshold,
-            merge_threshold=args.merge_threshold,
-            dust_size=args.dust_size,
-            return_fragments=bool(args.fragments),
-        )
+        result = segment_affinities(affs, return_fragments=bool(args.fragments), **options)
         segs, fragments = result if args.fragments else (result, None)
         if args.fragments:
             write_volume(args.fragments, fragments, voxel_size_nm=voxel_size,
@@ -353,12 +349,15 @@ def run(args: argparse.Namespace) -> int:
         )
         write_volume(args.output, seg, voxel_size_nm=voxel_size, overwrite=args.overwrite)
         _report(args.output, seg, "segments")
+        outputs = [args.output]
     else:
         raise InputError(
             f"INPUT '{volume.spec}' has shape {volume.shape}: expected a boundary map "
             "(z, y, x) or (y, x), or affinities (c, z, y, x)"
         )
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if volume.ndim >= 3:
+        print_view(args.input, *outputs)
     return 0
 
 
@@ -367,33 +366,45 @@ def run_blockwise(args: argparse.Namespace) -> int:
     from emkit.blockwise import segment_blockwise
     from emkit.cli.predict import block_size
 
-    thresholds = parse_floats(args.thresholds, "--thresholds")
-    if len(thresholds) != 1:
-        raise InputError(f"--blockwise takes one threshold, got {args.thresholds!r}")
-    if args.scoring != "mean":
-        raise InputError("--blockwise agglomerates by mean affinity; --scoring quantile "
-                         "is not available")
     if args.fragments:
         raise InputError("--fragments is not available with --blockwise")
     if args.voxel_size:
         raise InputError("--voxel-size is not available with --blockwise (INPUT's is kept)")
     summary = segment_blockwise(
-        args.input, args.output.replace("{threshold}", f"{thresholds[0]:g}"),
-        block_shape=block_size(args.block_size), halo=block_size(args.halo, "--halo", 0),
-        threshold=thresholds[0], low=args.low, high=args.high,
-        size_threshold=args.size_threshold, merge_threshold=args.merge_threshold,
-        dust_size=args.dust_size, workers=args.workers, scheduler=args.scheduler,
-        memory_limit=args.memory_limit, overwrite=args.overwrite, progress=not args.quiet,
+        args.input, args.output, block_shape=block_size(args.block_size),
+        halo=block_size(args.halo, "--halo", 0), workers=args.workers,
+        scheduler=args.scheduler, memory_limit=args.memory_limit, overwrite=args.overwrite,
+        progress=not args.quiet, **affinity_options(args),
     )
     run = summary["run"]
+    segments = ", ".join(f"{n} at {t:g}" for n, t in zip(summary["segments"],
+                                                         summary["thresholds"]))
     print(
-        f"wrote {args.output}: {summary['segments']} segments from {summary['fragments']} "
-        f"fragments, {summary['blocks']} blocks of {summary['block_shape']} (halo "
-        f"{summary['halo']}); blocks computed now: {run['fragments']} fragments, "
-        f"{run['faces']} faces, {run['relabel']} relabel; in {summary['seconds']:.1f} s",
+        f"wrote {', '.join(summary['outputs'])}: segments {segments}, from "
+        f"{summary['fragments']} fragments, {summary['blocks']} blocks of "
+        f"{summary['block_shape']} (halo {summary['halo']}); computed now: "
+        f"{run['fragments']} fragments, {run['faces']} faces, {run['agglomerate']} "
+        f"agglomerate chunks in {summary['levels']} levels, {run['relabel']} relabel; "
+        f"in {summary['seconds']:.1f} s",
         file=sys.stderr,
     )
+    print_view(args.input, *summary["outputs"])
     return 0
+
+
+def affinity_options(args: argparse.Namespace) -> dict:
+    """The affinity segmentation options of the parsed arguments, by name
+    (:data:`emkit.postprocess.options.NAMES`), ``--thresholds`` parsed.
+
+    Args:
+        args: The parsed arguments, after :func:`resolve_options`.
+
+    Returns:
+        ``{name: value}``, ready for ``segment_affinities`` or ``segment_blockwise``.
+    """
+    options = {name: getattr(args, name) for name in segment_options.NAMES}
+    options["thresholds"] = parse_floats(args.thresholds, "--thresholds")
+    return options
 
 
 def _report(spec, seg, what):

@@ -20,12 +20,16 @@ Stages, one module each:
 * :mod:`.agglomeration`: :func:`agglomerate` and :func:`merge_history`, greedy
   mean-affinity (or quantile) agglomeration, several thresholds from one pass, as
   waterz does.
+* :mod:`.options`: :class:`SegmentOptions`, the watershed and agglomeration options
+  and their defaults, defined once for the library, blockwise runs and the CLI; it
+  imports only the standard library.
 * :mod:`.pipeline`: :func:`segment_affinities`, watershed then agglomeration, the one
   call the CLI and the training's validation callback use.
 * :mod:`.synthetic`: :func:`noisy_affinities`, the documented noise model used to
   test and benchmark the above on ground truth.
 
 Example:
+    >>> import numpy as np
     >>> from emkit.postprocess import segment_affinities
     >>> affs = np.full((2, 2, 4, 3), 0.9, np.float32)
     >>> affs[:, :, 2, 2] = 0.1  # a weak plane between x = 1 and x = 2
@@ -34,27 +38,44 @@ Example:
     [[1, 1, 2, 2], [1, 1, 2, 2]]
 """
 
-import numpy as np  # noqa: F401  (used by the docstring example)
+import importlib
 
-from emkit.postprocess.agglomeration import SCORINGS, MergeHistory, agglomerate, merge_history
-from emkit.postprocess.pipeline import DEFAULT_THRESHOLDS, segment_affinities
-from emkit.postprocess.rag import RegionGraph, region_graph
-from emkit.postprocess.synthetic import noisy_affinities
-from emkit.postprocess.watershed import affinity_watershed
-from emkit.postprocess.watershed2d import SEEDS, watershed_2d
+from emkit.postprocess.options import SCORINGS, SegmentOptions
 
-#: A recipe's ``postprocess.method`` -> the function that segments with it; its keyword
-#: arguments are the method's ``postprocess.options``.
-METHODS = {"watershed_2d": watershed_2d, "affinity_watershed": segment_affinities}
+#: A recipe's ``postprocess.method`` -> ``"module:function"`` that segments with it; its
+#: keyword arguments are the method's ``postprocess.options``.
+METHODS = {"watershed_2d": "emkit.postprocess.watershed2d:watershed_2d",
+           "affinity_watershed": "emkit.postprocess.pipeline:segment_affinities"}
+
+# Names of the numba stages -> their module, imported on first use, so that importing
+# emkit.postprocess (or its options, which the CLI's parser reads) compiles nothing.
+_LAZY = {
+    "MergeHistory": "agglomeration", "agglomerate": "agglomeration",
+    "merge_history": "agglomeration", "DEFAULT_THRESHOLDS": "pipeline",
+    "segment_affinities": "pipeline", "RegionGraph": "rag", "region_graph": "rag",
+    "noisy_affinities": "synthetic", "affinity_watershed": "watershed",
+    "SEEDS": "watershed2d", "watershed_2d": "watershed2d",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"emkit.postprocess.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'emkit.postprocess' has no attribute {name!r}")
 
 
 def postprocess_function(method: str):
-    """The postprocessing function of a ``postprocess.method`` (see :data:`METHODS`)."""
+    """The postprocessing function of a ``postprocess.method`` (see :data:`METHODS`).
+
+    Args:
+        method: ``"watershed_2d"`` or ``"affinity_watershed"``.
+    """
     from emkit.errors import InputError
 
     if method not in METHODS:
         raise InputError(f"postprocess.method: got {method!r}; allowed: {', '.join(METHODS)}")
-    return METHODS[method]
+    module, function = METHODS[method].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 __all__ = [
@@ -64,6 +85,7 @@ __all__ = [
     "SEEDS",
     "MergeHistory",
     "RegionGraph",
+    "SegmentOptions",
     "affinity_watershed",
     "agglomerate",
     "merge_history",

@@ -35,11 +35,10 @@ from emkit.errors import InputError
 from emkit.postprocess._checks import (
     check_affs,
     check_fragments,
-    check_size,
     check_thresholds,
     check_unit_float,
 )
-from emkit.postprocess._graph import (
+from emkit.postprocess.graph_kernels import (
     find,
     grow,
     heap_pop,
@@ -49,11 +48,11 @@ from emkit.postprocess._graph import (
     table_new,
     table_put,
 )
+from emkit.postprocess.options import DEFAULTS, check_scoring
 from emkit.postprocess.rag import RegionGraph, region_graph_unchecked
 
-SCORINGS = ("mean", "quantile")
 #: Histogram bins per edge for quantile scoring.
-DEFAULT_BINS = 64
+DEFAULT_BINS = DEFAULTS.bins
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,19 @@ def _rebuild(keys, n, eu, ev, alive):
 
 
 @njit(cache=True)
-def _scores(total, count, hist, quantile):
+def edge_scores(total, count, hist, quantile):
+    """The merge score of every edge (1 - mean, or 1 - quantile, of its affinities).
+
+    Args:
+        total: ndarray of shape (E,), the sum of each edge's affinities.
+        count: ndarray of shape (E,), the number of voxel pairs on each edge.
+        hist: ndarray of shape (E, bins) of affinity histograms for quantile scoring,
+            or of shape (0, 0) for mean scoring.
+        quantile: the quantile, for quantile scoring.
+
+    Returns:
+        ndarray of shape (E,), float64.
+    """
     out = np.empty(total.size, np.float64)
     for e in range(total.size):
         out[e] = _score(e, total, count, hist, quantile)
@@ -134,14 +145,17 @@ def _scores(total, count, hist, quantile):
 
 
 @njit(cache=True)
-def _agglomerate(n, eu, ev, total, count, hist, quantile, stop, initial, order):
+def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, frozen):
     """Merge edges in order of score until ``stop``; ``eu, ev, total, count, hist`` change.
 
     The initial edges are taken in ``order`` (their ``initial`` scores sorted); only
-    rescored edges go through the heap, so most edges never touch it.
+    rescored edges go through the heap, so most edges never touch it. No ``frozen``
+    region merges, and a region whose lowest edge leads to one is frozen too (``frozen``
+    changes; all False for an ordinary run; see emkit.blockwise.hierarchy).
 
     Returns:
-        ``(a, b, score)`` of every merge, node indices ``0..n-1``.
+        ``(a, b, score, alive)``: every merge (node indices ``0..n-1``) and which edges
+        are left, with their regions' current representatives in ``eu, ev``.
     """
     n_edges = eu.size
     head = np.full(n, -1, np.int64)
@@ -191,6 +205,10 @@ def _agglomerate(n, eu, ev, total, count, hist, quantile, stop, initial, order):
         if s >= stop:
             break
         a, b = eu[e], ev[e]
+        if frozen[a] or frozen[b]:  # the lowest edge of both: whoever is free waits too
+            frozen[a] = True
+            frozen[b] = True
+            continue
         if length[a] < length[b]:
             a, b = b, a  # a absorbs b: walk the shorter adjacency list
         merged_a = grow(merged_a, m + 1)
@@ -247,11 +265,18 @@ def _agglomerate(n, eu, ev, total, count, hist, quantile, stop, initial, order):
                 nxt[tail[a]] = first
             tail[a] = last
             length[a] += live
-    return merged_a[:m].copy(), merged_b[:m].copy(), merged_score[:m].copy()
+    return merged_a[:m].copy(), merged_b[:m].copy(), merged_score[:m].copy(), alive
 
 
 @njit(cache=True)
-def _apply(parent, a, b, start, stop):
+def apply_merges(parent, a, b, start, stop):
+    """Unite ``a[i]`` and ``b[i]`` for ``start <= i < stop`` in the union-find ``parent``.
+
+    Args:
+        parent: ndarray of node parents (changed in place).
+        a, b: ndarrays of node indices, merge by merge.
+        start, stop: the merges to apply.
+    """
     for i in range(start, stop):
         ra = find(parent, a[i])
         rb = find(parent, b[i])
@@ -260,16 +285,6 @@ def _apply(parent, a, b, start, stop):
 
 
 # ----------------------------------------------------------------------------- API
-
-
-def _check_scoring(scoring, quantile, bins):
-    if scoring not in SCORINGS:
-        raise InputError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
-    quantile = check_unit_float(quantile, "quantile")
-    bins = check_size(bins, "bins")
-    if scoring == "quantile" and not 1 <= bins <= 65536:
-        raise InputError(f"bins must be in 1..65536 for quantile scoring, got {bins}")
-    return quantile, bins
 
 
 def history_indices(rag, n, *, scoring, quantile, stop):
@@ -283,12 +298,13 @@ def history_indices(rag, n, *, scoring, quantile, stop):
     )
     total = rag.total.astype(np.float64)
     count = rag.count.astype(np.float64)
-    initial = _scores(total, count, hist, float(quantile))
+    initial = edge_scores(total, count, hist, float(quantile))
     order = np.argsort(initial, kind="stable")
-    return _agglomerate(
+    a, b, score, _ = merge_edges(
         int(n), rag.u.astype(np.int64), rag.v.astype(np.int64), total, count, hist,
-        float(quantile), float(stop), initial, order,
+        float(quantile), float(stop), initial, order, np.zeros(int(n), np.bool_),
     )
+    return a, b, score
 
 
 def merge_history(rag, *, scoring="mean", quantile=0.5, stop=1.0):
@@ -315,7 +331,7 @@ def merge_history(rag, *, scoring="mean", quantile=0.5, stop=1.0):
         >>> history.score.round(3).tolist()  # 1 - 0.9, then 1 - (0.2 + 0.5) / 2
         [0.1, 0.65]
     """
-    quantile, _ = _check_scoring(scoring, quantile, 1)
+    quantile, _ = check_scoring(scoring, quantile, 1)
     stop = check_unit_float(stop, "stop", high=np.inf)
     ids, inverse = np.unique(np.concatenate([rag.u, rag.v]), return_inverse=True)
     e = len(rag)
@@ -340,7 +356,7 @@ def threshold_luts(history_a, history_b, scores, n, thresholds):
     luts = [None] * len(thresholds)
     for i in order:
         upto = int(np.searchsorted(reached, thresholds[i], side="left"))
-        _apply(parent, history_a, history_b, done, upto)
+        apply_merges(parent, history_a, history_b, done, upto)
         done = max(done, upto)
         root = roots(parent)
         lut = np.zeros(n, np.int64)
@@ -384,7 +400,7 @@ def agglomerate(fragments, affs, *, thresholds=(0.5,), scoring="mean", quantile=
     affs, channels = check_affs(affs, offsets=offsets)
     check_fragments(fragments, affs.shape[:3])
     thresholds = check_thresholds(thresholds)
-    quantile, bins = _check_scoring(scoring, quantile, bins)
+    quantile, bins = check_scoring(scoring, quantile, bins)
     consecutive, mapping = fastremap.renumber(
         np.ascontiguousarray(fragments), preserve_zero=True, in_place=False
     )

@@ -10,42 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from emkit.postprocess._checks import check_affs, check_thresholds
-from emkit.postprocess.agglomeration import (
-    DEFAULT_BINS,
-    _check_scoring,
-    history_indices,
-    threshold_luts,
-)
-from emkit.postprocess.watershed import (
-    DEFAULT_DUST_SIZE,
-    DEFAULT_HIGH,
-    DEFAULT_LOW,
-    DEFAULT_MERGE_THRESHOLD,
-    DEFAULT_SIZE_THRESHOLD,
-    check_watershed_options,
-    watershed_graph,
-)
+from emkit.postprocess._checks import check_affs
+from emkit.postprocess.agglomeration import history_indices, threshold_luts
+from emkit.postprocess.options import DEFAULTS, SegmentOptions, takes_options
+from emkit.postprocess.watershed import watershed_graph
 
 #: Default agglomeration threshold: merge while the boundary's mean affinity is > 0.5.
-DEFAULT_THRESHOLDS = (0.5,)
+DEFAULT_THRESHOLDS = DEFAULTS.thresholds
 
 
-def segment_affinities(
-    affs,
-    *,
-    thresholds=DEFAULT_THRESHOLDS,
-    scoring="mean",
-    quantile=0.5,
-    bins=DEFAULT_BINS,
-    low=DEFAULT_LOW,
-    high=DEFAULT_HIGH,
-    size_threshold=DEFAULT_SIZE_THRESHOLD,
-    merge_threshold=DEFAULT_MERGE_THRESHOLD,
-    dust_size=DEFAULT_DUST_SIZE,
-    offsets=None,
-    return_fragments=False,
-):
+@takes_options
+def segment_affinities(affs, *, offsets=None, return_fragments=False, **options):
     """Segment an affinity volume: watershed, then agglomeration at each threshold.
 
     Equivalent to ``agglomerate(affinity_watershed(affs, ...), affs, ...)`` but builds
@@ -56,15 +31,16 @@ def segment_affinities(
         affs: ndarray of shape (Z, Y, X, C), float in [0, 1], channels last; channels
             0-2 are offsets (1, 0, 0), (0, 1, 0), (0, 0, 1) unless ``offsets`` says
             otherwise; long-range channels are ignored.
-        thresholds: agglomeration score thresholds (waterz's convention): ``t`` merges
-            regions while their boundary's mean affinity exceeds ``1 - t``. Default 0.5.
-        scoring: ``"mean"`` (default) or ``"quantile"`` of the boundary's affinities.
-        quantile: the quantile for ``scoring="quantile"``.
-        bins: histogram bins per edge for ``scoring="quantile"``.
-        low, high, size_threshold, merge_threshold, dust_size: watershed options, see
-            :func:`~emkit.postprocess.watershed.affinity_watershed`.
         offsets: offset of every channel; None means ``DEFAULT_OFFSETS`` first.
         return_fragments: also return the watershed fragments.
+        **options: the options of :class:`~emkit.postprocess.options.SegmentOptions`,
+            by name, with its defaults: ``thresholds`` (agglomeration score thresholds,
+            waterz's convention: ``t`` merges regions while their boundary's mean
+            affinity exceeds ``1 - t``; default 0.5), ``scoring`` (``"mean"`` or
+            ``"quantile"``), ``quantile``, ``bins``, and the watershed's ``low``,
+            ``high``, ``size_threshold``, ``merge_threshold`` and ``dust_size`` (see
+            :func:`~emkit.postprocess.watershed.affinity_watershed`; ``dust_size``
+            removes small fragments, before agglomeration).
 
     Returns:
         List of ndarrays of shape (Z, Y, X), uint64, one per threshold in the order
@@ -77,17 +53,12 @@ def segment_affinities(
         [[1, 1, 2, 2], [1, 1, 2, 2]]
     """
     affs, channels = check_affs(affs, offsets=offsets)
-    thresholds = check_thresholds(thresholds)
-    quantile, bins = _check_scoring(scoring, quantile, bins)
-    options = check_watershed_options(low, high, size_threshold, merge_threshold, dust_size)
-    low, high, size_threshold, merge_threshold, dust_size = options
-    seg, lut, rag = watershed_graph(
-        affs, channels, low=low, high=high, size_threshold=size_threshold,
-        merge_threshold=merge_threshold, dust_size=dust_size,
-        bins=bins if scoring == "quantile" else 0,
-    )
+    options = SegmentOptions.checked(**options)
+    seg, lut, rag = watershed_graph(affs, channels, **options.watershed,
+                                    bins=options.histogram_bins)
     n = int(lut.max()) + 1
-    a, b, score = history_indices(rag, n, scoring=scoring, quantile=quantile,
+    thresholds = options.thresholds
+    a, b, score = history_indices(rag, n, scoring=options.scoring, quantile=options.quantile,
                                   stop=max(thresholds))
     del rag
     segs = [

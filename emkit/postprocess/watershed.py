@@ -33,16 +33,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from emkit.postprocess._checks import check_affs, check_size, check_unit_float
-from emkit.postprocess._graph import find, grow, roots
+from emkit.postprocess._checks import check_affs
+from emkit.postprocess.graph_kernels import find, grow, roots
+from emkit.postprocess.options import DEFAULTS, check_watershed_options
 from emkit.postprocess.rag import region_graph_unchecked
 
-#: Defaults of :func:`affinity_watershed`; see its docstring for why.
-DEFAULT_LOW = 0.0001
-DEFAULT_HIGH = 0.9999
-DEFAULT_SIZE_THRESHOLD = 25
-DEFAULT_MERGE_THRESHOLD = 0.5
-DEFAULT_DUST_SIZE = 0
+#: Defaults of :func:`affinity_watershed` (see its docstring for why), from
+#: :data:`emkit.postprocess.options.DEFAULTS`.
+DEFAULT_LOW = DEFAULTS.low
+DEFAULT_HIGH = DEFAULTS.high
+DEFAULT_SIZE_THRESHOLD = DEFAULTS.size_threshold
+DEFAULT_MERGE_THRESHOLD = DEFAULTS.merge_threshold
+DEFAULT_DUST_SIZE = DEFAULTS.dust_size
 
 _ASSIGNED = np.int64(1) << np.int64(62)
 _VISITED = np.int64(0x40)
@@ -319,20 +321,3 @@ def affinity_watershed(
         merge_threshold=merge_threshold, dust_size=dust_size, graph=False,
     )
     return np.take(lut, seg).view(np.uint64)
-
-
-def check_watershed_options(low, high, size_threshold, merge_threshold, dust_size):
-    """The watershed options, checked (internal)."""
-    from emkit.errors import InputError
-
-    low = check_unit_float(low, "low")
-    high = check_unit_float(high, "high")
-    if not low < high:
-        raise InputError(f"low must be smaller than high, got low={low}, high={high}")
-    return (
-        low,
-        high,
-        check_size(size_threshold, "size_threshold"),
-        check_unit_float(merge_threshold, "merge_threshold"),
-        check_size(dust_size, "dust_size"),
-    )
