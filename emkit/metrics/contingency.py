@@ -533,6 +533,29 @@ def _flat_labels(labels, name: str) -> np.ndarray:
     return np.ascontiguousarray(labels).reshape(-1)
 
 
+def check_label_pair(seg, gt):
+    """A prediction and its ground truth as arrays or lazy arrays, checked to be integer
+    labels of one shape.
+
+    Args:
+        seg: the predicted segmentation (ndarray or lazy array).
+        gt: the ground truth, of the same shape.
+
+    Returns:
+        ``(seg, gt)``, each an ndarray or the lazy array as given.
+    """
+    seg = as_array_or_lazy(seg)
+    gt = as_array_or_lazy(gt)
+    check_label_dtype(seg.dtype, name="prediction")
+    check_label_dtype(gt.dtype, name="ground truth")
+    if tuple(seg.shape) != tuple(gt.shape):
+        raise InputError(
+            f"prediction shape {tuple(seg.shape)} does not match ground truth shape "
+            f"{tuple(gt.shape)}"
+        )
+    return seg, gt
+
+
 def contingency_table(
     seg,
     gt,
@@ -570,15 +593,7 @@ def contingency_table(
     >>> t.counts.tolist(), t.gt_ids[t.gt_index].tolist(), t.seg_ids[t.seg_index].tolist()
     ([2, 1, 1], [1, 1, 2], [1, 2, 2])
     """
-    seg = as_array_or_lazy(seg)
-    gt = as_array_or_lazy(gt)
-    check_label_dtype(seg.dtype, name="prediction")
-    check_label_dtype(gt.dtype, name="ground truth")
-    if tuple(seg.shape) != tuple(gt.shape):
-        raise InputError(
-            f"prediction shape {tuple(seg.shape)} does not match ground truth shape "
-            f"{tuple(gt.shape)}"
-        )
+    seg, gt = check_label_pair(seg, gt)
     if mask is not None:
         mask = as_array_or_lazy(mask)
         if tuple(mask.shape) != tuple(gt.shape):

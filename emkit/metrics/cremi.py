@@ -33,8 +33,7 @@ from emkit.metrics.contingency import (
     SLAB_VOXELS,
     Contingency,
     ContingencyCounter,
-    as_array_or_lazy,
-    check_label_dtype,
+    check_label_pair,
     iter_slabs,
 )
 
@@ -194,15 +193,7 @@ def cremi_score(
     Returns:
         :class:`CremiScores`.
     """
-    seg = as_array_or_lazy(seg)
-    gt = as_array_or_lazy(gt)
-    check_label_dtype(seg.dtype, name="prediction")
-    check_label_dtype(gt.dtype, name="ground truth")
-    if tuple(seg.shape) != tuple(gt.shape):
-        raise InputError(
-            f"prediction shape {tuple(seg.shape)} does not match ground truth "
-            f"{tuple(gt.shape)}"
-        )
+    seg, gt = check_label_pair(seg, gt)
     if len(gt.shape) != 3:
         raise InputError(f"cremi_score expects (Z, Y, X) volumes, got shape {tuple(gt.shape)}")
     if len(voxel_size_nm) != 3:
