@@ -71,18 +71,6 @@ DEFAULT_MODEL = REPO / "runs" / "acc-medulla_unet3d_cpu" / "model.keras"
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "neuroproof_medulla" / "neuroproof_medulla.h5"
 
 
-def _peak_memory_class():
-    """:class:`PeakMemory` of benchmarks/blockwise.py (loaded by path: benchmarks/ is no
-    package, and putting it on sys.path would shadow modules such as ``metrics``)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "_emkit_bench_blockwise", Path(__file__).resolve().parent / "blockwise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PeakMemory
-
-
 STAGES = ("build", "speedup", "predict", "segment", "evaluate", "crop")
 MIB = 1 << 20
 
@@ -233,8 +221,8 @@ def write_volume(source, folder, shape, chunks, *, progress=True):
 class TreeMemory:
     """Peak RSS of a process tree: each process, and their sum; kills the tree above a cap.
 
-    Like :class:`blockwise.PeakMemory`, but rooted at a child process and per process, so
-    that the emkit CLI process and each Dask worker are told apart.
+    Rooted at any process (a stage's CLI, or this one for the build) and kept per process,
+    so that the emkit CLI process and each Dask worker are told apart.
     """
 
     def __init__(self, pid, *, interval=0.2, cap=None, tick=None, tick_every=10.0):
@@ -611,9 +599,10 @@ def main(argv=None):
         attempt = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
         rec["attempts"].append(attempt)
         t, cpu = time.perf_counter(), time.process_time()
-        with _peak_memory_class()() as memory:
+        with TreeMemory(os.getpid()) as memory:  # this process: the build runs in it
             chunks, written = write_volume(get_source(), folder, region, block)
-        attempt.update(load=round(os.getloadavg()[0], 2),seconds=round(time.perf_counter() - t, 1), rc=0, chunks=chunks,
+        attempt.update(load=round(os.getloadavg()[0], 2),
+                       seconds=round(time.perf_counter() - t, 1), rc=0, chunks=chunks,
                        cpu_seconds=round(time.process_time() - cpu, 1),
                        written=written, peak_rss_total_mib=memory.total // MIB,
                        peak_rss_worker_mib=memory.total // MIB,
