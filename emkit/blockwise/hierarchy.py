@@ -275,7 +275,7 @@ def joined_graph(parts, faces, bins: int) -> dict:
         to sum), with the fragment pieces that a watershed joined across a face
         (``joined_u, joined_v`` of the faces) united: ``joined_a, joined_b`` record it.
     """
-    parts = [{k: np.asarray(p[k]) for k in p} for p in parts] or [empty_graph(bins)]
+    parts = [{k: np.asarray(p[k]) for k in p} for p in parts]  # a chunk has 1+ children
     graph = {k: np.concatenate([p[k] for p in parts]) for k in
              ("nodes", "fmin", "fmax", "u", "v", "count", "total", "hist", "frag",
               "frag_fmin", "frag_fmax", "frag_rep")}

@@ -38,6 +38,7 @@ from emkit.errors import InputError
 from emkit.postprocess.options import (
     DEFAULTS,
     SegmentOptions,
+    check_stored_affinities,
     takes_options,
     threshold_outputs,
 )
@@ -131,12 +132,7 @@ def segment_blockwise(
     """
     start = time.perf_counter()
     volume = store.open_chunked(affs, ndim=4, role="affinities")
-    if volume.shape[0] < 3 or (volume.shape[-1] == 3 and volume.shape[0] != 3):
-        raise InputError(
-            f"affinities '{volume.spec}' have shape {tuple(volume.shape)}: expected channels "
-            "first (c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1) "
-            "(channels last, (z, y, x, 3), is not read)"
-        )
+    check_stored_affinities(volume.shape, f"affinities '{volume.spec}'")
     if volume.dtype != np.uint8 and volume.dtype.kind != "f":
         raise InputError(f"affinities '{volume.spec}' have dtype {volume.dtype}; expected "
                          "floats in [0, 1] or uint8 (0-255)")
@@ -171,8 +167,8 @@ def segment_blockwise(
             run_blocks(dask_client, function, todo, job, desc=stage, progress=progress)
             run[stage] = len(todo)
         for level in range(levels):
-            done = store.done_blocks(folder, f"agglomerate-{level}")
-            todo = [c for c in hierarchy.chunks(grid, level) if c.id not in done]
+            todo = store.todo_blocks(folder, f"agglomerate-{level}",
+                                     hierarchy.chunks(grid, level))
             run_blocks(dask_client, agglomerate_task, todo, job, desc=f"agglomerate-{level}",
                        progress=progress)
             run["agglomerate"] += len(todo)

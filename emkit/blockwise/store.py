@@ -257,7 +257,8 @@ def done_blocks(folder: Path, stage: str) -> set[int]:
 
 
 def todo_blocks(folder: Path, stage: str, grid) -> list:
-    """The blocks of ``grid`` without a completion marker for ``stage``, in grid order."""
+    """The blocks of ``grid`` (or any items with an ``id``, e.g. agglomeration chunks)
+    without a completion marker for ``stage``, in order."""
     done = done_blocks(folder, stage)
     return [b for b in grid if b.id not in done]
 

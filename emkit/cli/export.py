@@ -70,14 +70,10 @@ def run(args: argparse.Namespace) -> int:
     volume = open_volume(args.input)
     if args.format == "isbi2012":
         if volume.ndim == 4:
+            from emkit.postprocess.options import check_stored_affinities
             from emkit.targets import affinities_to_boundaries
 
-            if volume.shape[0] < 3 or (volume.shape[-1] == 3 and volume.shape[0] != 3):
-                raise InputError(
-                    f"INPUT '{volume.spec}' has shape {tuple(volume.shape)}: affinities must "
-                    "be stored channels first, (c, z, y, x), with at least 3 channels "
-                    "(channels last, (z, y, x, 3), is not read)"
-                )
+            check_stored_affinities(volume.shape, f"INPUT '{volume.spec}'")
             affs = np.moveaxis(read_probabilities(volume, "INPUT"), 0, -1)
             boundaries = affinities_to_boundaries(affs)
         else:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from emkit.cli.arguments import int_at_least
+from emkit.cli.arguments import add_command, int_at_least
 from emkit.errors import InputError
 from emkit.postprocess import options as segment_options  # light: no numba
 
@@ -77,13 +77,9 @@ SEEDS = ("threshold", "distance")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     d = DEFAULTS
-    parser = subparsers.add_parser(
-        "segment",
-        help="segment a boundary map or affinities (watershed + agglomeration)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "segment",
+                         help="segment a boundary map or affinities (watershed + agglomeration)",
+                         description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("input", metavar="INPUT", help="boundary map or affinity volume")
     parser.add_argument("--output", "-o", required=True, metavar="OUT",
                         help="where to write the segmentation")
@@ -307,18 +303,7 @@ def run(args: argparse.Namespace) -> int:
         options = affinity_options(args)
         thresholds = options["thresholds"]
         outputs = segment_options.threshold_outputs(args.output, thresholds)
-        # Channels last, (z, y, x, 3), would be read as c = z and an x of 3 voxels.
-        channels_last = volume.shape[-1] == 3 and volume.shape[0] != 3
-        if volume.shape[0] < 3 or channels_last:
-            hint = (
-                "; its last axis holds 3, so it looks channels last (z, y, x, c): store it "
-                "channels first" if channels_last else f"; got {volume.shape[0]} channel(s)"
-            )
-            raise InputError(
-                f"INPUT '{volume.spec}' has shape {tuple(volume.shape)}: affinities must be "
-                f"stored channels first (c, z, y, x) with at least 3 channels, offsets "
-                f"(1,0,0), (0,1,0), (0,0,1){hint}"
-            )
+        segment_options.check_stored_affinities(volume.shape, f"INPUT '{volume.spec}'")
         for spec in outputs + ([args.fragments] if args.fragments else []):
             check_writable(spec, args.overwrite)
         from emkit.postprocess import segment_affinities

@@ -22,7 +22,6 @@ ensemble was made is an error, never a silent change of the prediction.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import yaml
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.io.plain import to_plain
-from emkit.io.text import read_yaml_mapping
+from emkit.io.text import read_yaml_mapping, write_text
 
 #: The version of the ensemble file format written by :func:`save_ensemble`.
 FORMAT_VERSION = 1
@@ -89,12 +88,10 @@ class Ensemble:
 
 
 def file_sha256(path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The sha256 hex digest of a file (:func:`emkit.datasets.files.sha256sum`)."""
+    from emkit.datasets.files import sha256sum
+
+    return sha256sum(path)
 
 
 def normalize_weights(weights, count: int) -> np.ndarray:
@@ -252,8 +249,6 @@ def save_ensemble(ensemble: Ensemble, path, *, overwrite: bool = False) -> Path:
         InputError: ``path`` does not end in ``.yaml`` or ``.yml``.
         OverwriteError: the file exists and ``overwrite`` is False.
     """
-    from emkit.io._common import atomic_path
-
     path = Path(path)
     if not is_ensemble_file(path):
         raise InputError(f"ensemble: expected a .yaml file to write, got '{path}'")
@@ -271,9 +266,7 @@ def save_ensemble(ensemble: Ensemble, path, *, overwrite: bool = False) -> Path:
         "metadata": to_plain(dict(ensemble.metadata)),
     }
     text = _HEADER.format(name=path.name) + yaml.safe_dump(data, sort_keys=False)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_text(path, text)
 
 
 # --------------------------------------------------------------------------- loading, checking

@@ -28,7 +28,6 @@ a total budget with an override such as ``train.max_minutes=9``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import warnings
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emkit.errors import InputError, OverwriteError
+from emkit.io.text import write_text
 from emkit.recipes import build
 
 #: The folder's record of the ensemble run (parent run id, members' results).
@@ -107,10 +107,7 @@ def read_record(folder) -> dict | None:
 
 
 def _write_record(folder: Path, record: dict) -> None:
-    path = folder / RECORD_FILE
-    tmp = path.with_name(f".{RECORD_FILE}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(folder / RECORD_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def _claim(folder: Path, recipe, members: int, *, overwrite: bool) -> dict | None:

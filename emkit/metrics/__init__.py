@@ -1,6 +1,7 @@
 """Segmentation metrics, exact and fast, on one sparse contingency table.
 
-Plain NumPy/SciPy: nothing here imports Keras or TensorFlow. Label 0 is documented in
+NumPy and SciPy, with the counting compiled by numba (:mod:`emkit.metrics.kernels`):
+nothing here imports Keras or TensorFlow. Label 0 is documented in
 each module: ground-truth 0 is unlabelled and not counted; a predicted 0 is a singleton
 segment per voxel (:mod:`emkit.metrics.rand`), except in the CREMI score, which follows
 cremi_python (:mod:`emkit.metrics.cremi`).

@@ -78,6 +78,25 @@ def postprocess_function(method: str):
     return getattr(importlib.import_module(module), function)
 
 
+def check_method_options(method: str, options) -> None:
+    """Refuse ``postprocess.options`` that ``method``'s function does not take.
+
+    Args:
+        method: ``"watershed_2d"`` or ``"affinity_watershed"``.
+        options: the option names (a mapping or an iterable of keys).
+    """
+    import inspect
+
+    from emkit.errors import InputError
+
+    allowed = [p for p in inspect.signature(postprocess_function(method)).parameters
+               if p not in ("boundaries", "affs", "return_fragments")]
+    for key in options:
+        if key not in allowed:
+            raise InputError(f"postprocess.options: unknown key {key!r} for {method}; "
+                             f"allowed: {', '.join(allowed)}")
+
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "METHODS",
@@ -88,6 +107,7 @@ __all__ = [
     "SegmentOptions",
     "affinity_watershed",
     "agglomerate",
+    "check_method_options",
     "merge_history",
     "noisy_affinities",
     "postprocess_function",

@@ -197,6 +197,32 @@ def threshold_outputs(template: str, thresholds, name: str = "--output") -> list
     return specs
 
 
+def check_stored_affinities(shape, name: str) -> None:
+    """Refuse an affinity volume that is not stored channels first with 3+ channels.
+
+    Affinities are stored ``(c, z, y, x)`` on disk (as waterz, gunpowder and neuroglancer
+    read them); channels last, ``(z, y, x, 3)``, would be read as c = z and an x of 3
+    voxels.
+
+    Args:
+        shape: the stored shape, 4 axes.
+        name: the volume, for the message (e.g. ``"INPUT 'pred.h5:affs'"``).
+    """
+    from emkit.errors import InputError
+
+    shape = tuple(shape)
+    channels_last = shape[-1] == 3 and shape[0] != 3
+    if shape[0] < 3 or channels_last:
+        hint = (
+            "; its last axis holds 3, so it looks channels last (z, y, x, c): store it "
+            "channels first" if channels_last else f"; got {shape[0]} channel(s)"
+        )
+        raise InputError(
+            f"{name} has shape {shape}: affinities must be stored channels first "
+            f"(c, z, y, x) with at least 3 channels, offsets (1,0,0), (0,1,0), (0,0,1){hint}"
+        )
+
+
 def check_scoring(scoring, quantile, bins) -> tuple[float, int]:
     """The agglomeration's scoring options, checked.
 
@@ -221,4 +247,4 @@ def check_scoring(scoring, quantile, bins) -> tuple[float, int]:
 
 
 __all__ = ["AGGLOMERATION_OPTIONS", "DEFAULTS", "NAMES", "SCORINGS", "WATERSHED_OPTIONS",
-           "SegmentOptions", "check_scoring", "check_watershed_options", "takes_options", "threshold_outputs"]
+           "SegmentOptions", "check_scoring", "check_stored_affinities", "check_watershed_options", "takes_options", "threshold_outputs"]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -132,16 +131,9 @@ def check_recipe(recipe: Recipe) -> None:
         make_augmentations(recipe.sampler.augment)
     except InputError as exc:
         raise InputError(f"sampler.augment: {exc}") from None
-    from emkit.postprocess import postprocess_function
+    from emkit.postprocess import check_method_options
 
-    function = postprocess_function(recipe.postprocess.method)
-    allowed = [p for p in inspect.signature(function).parameters if p not in ("boundaries", "affs")]
-    for key in recipe.postprocess.options:
-        if key not in allowed:
-            raise InputError(
-                f"postprocess.options: unknown key {key!r} for {recipe.postprocess.method}; "
-                f"allowed: {', '.join(allowed)}"
-            )
+    check_method_options(recipe.postprocess.method, recipe.postprocess.options)
     out_channels = getattr(spec, "out_channels", None)
     expected = 1 if recipe.sampler.target == "boundaries" else len(recipe.sampler.offsets or [0] * 3)
     if out_channels is not None and out_channels != expected:

@@ -56,6 +56,7 @@ import yaml
 
 from emkit.errors import InputError, MissingDataError
 from emkit.io.plain import to_plain
+from emkit.postprocess import check_method_options
 
 #: Search spaces per ``postprocess.method``: option -> ``{"low", "high"[, "int", "log"]}``
 #: or ``{"choices": [...]}``; ``"when": (option, value)`` suggests an option only when an
@@ -203,7 +204,7 @@ def tune_postprocess(pred, gt, *, method: str, n_trials: int, metric: str | None
     pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
                                              voxel_size_nm, n_trials)
     base = dict(base_options or {})
-    _check_options(method, base)
+    check_method_options(method, base)
     grid = tuple(float(t) for t in thresholds)
     if method == "affinity_watershed" and not grid:
         raise InputError("thresholds: expected at least one agglomeration threshold")
@@ -293,7 +294,7 @@ def score_options(pred, gt, options: dict, *, method: str, scored_sections, metr
     pred, gt, scored, metric = _check_inputs(pred, gt, method, metric, scored_sections,
                                              voxel_size_nm, 1)
     options = dict(options)
-    _check_options(method, options)
+    check_method_options(method, options)
     gt_seg, per_section = _ground_truth(gt[scored])
     if method == "watershed_2d":
         seg = _segment(pred[scored], method, options, None, offsets)[0]
@@ -351,17 +352,6 @@ def _check_inputs(pred, gt, method, metric, scored_sections, voxel_size_nm, n_tr
     if not scored or not all(0 <= int(z) < gt.shape[0] for z in scored):
         raise InputError(f"scored_sections: {scored} are not indices into {gt.shape[0]} sections")
     return pred, gt, [int(z) for z in scored], metric
-
-
-def _check_options(method, options):
-    from emkit.postprocess import postprocess_function
-
-    allowed = [p for p in inspect.signature(postprocess_function(method)).parameters
-               if p not in ("boundaries", "affs", "return_fragments")]
-    for key in options:
-        if key not in allowed:
-            raise InputError(f"postprocess.options: unknown key {key!r} for {method}; "
-                             f"allowed: {', '.join(allowed)}")
 
 
 def _default_params(method, base, space):

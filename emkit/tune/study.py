@@ -100,9 +100,6 @@ def open_storage(url: str | None = None, *, heartbeat: int | None = HEARTBEAT_SE
     Raises:
         InputError: ``url`` is not a database URL Optuna can open.
     """
-    import warnings
-
-
     url = storage_url(url)
     if url in ("sqlite://", "sqlite:///:memory:"):
         heartbeat = None  # one process, one connection: the heartbeat thread would see no tables
@@ -401,8 +398,6 @@ def study_plots(study, folder, *, target_name: str = "objective") -> tuple[list[
     Returns:
         ``(paths written, {plot name: why it was not drawn})``.
     """
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -416,7 +411,7 @@ def study_plots(study, folder, *, target_name: str = "objective") -> tuple[list[
     folder.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     names = target_name.split(",") if multi else [target_name]
-    plots, written, skipped = {}, [], {}
+    plots = {}
     if multi:
         plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=names)
         for i, name in enumerate(names):
