@@ -132,6 +132,24 @@ def test_corrupted_copy_fails_with_clear_message(tmp_path):
         verify_files(corrupted)
 
 
+def test_challenge_stack_whose_labels_differ_in_shape_is_refused(tmp_path):
+    import tifffile
+
+    folder = tmp_path / "snemi3d"
+    folder.mkdir()
+    tifffile.imwrite(folder / "train-input.tif", np.zeros((4, 16, 16), np.uint8))
+    tifffile.imwrite(folder / "train-labels.tif", np.zeros((4, 16, 12), np.uint32))
+    message = (r"snemi3d: images '.*train-input\.tif' \(4, 16, 16\) and labels "
+               r"'.*train-labels\.tif' \(4, 16, 12\) differ in shape")
+    with pytest.raises(InputError, match=message):
+        load_dataset("snemi3d", root=tmp_path)
+    tifffile.imwrite(folder / "train-labels.tif", np.ones((4, 16, 16), np.uint32))
+    dataset = load_dataset("snemi3d", root=tmp_path)
+    assert dataset.raw.shape == dataset.labels.shape == (4, 16, 16)
+    assert dataset.test is None and dataset.validation_sections == (3,)
+    assert dataset.voxel_size_nm == (30.0, 6.0, 6.0)
+
+
 def test_missing_files_message_names_every_file_and_the_folder(tmp_path):
     with pytest.raises(MissingDataError) as error:
         load_dataset("snemi3d", root=tmp_path)

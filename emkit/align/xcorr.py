@@ -45,7 +45,7 @@ defined only up to a rigid motion of the whole stack).
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -144,12 +144,13 @@ def register_pair(reference, moving, *, refine="none", upsample_factor=20, coars
     shift = estimate_shift(reference, moving, upsample_factor=upsample_factor,
                            coarse_factor=coarse_factor, smooth_sigma=smooth_sigma)
     pair = xforms.from_translations(-shift[None])
+    shifts = partial(_block_shifts, reference, moving, size=block_size,
+                     upsample_factor=upsample_factor, smooth_sigma=smooth_sigma)
     if refine != "none":
-        pair = _refine_affine(reference, moving, pair, block_size, upsample_factor,
-                              smooth_sigma, residual_threshold, seed)
+        pair = _refine_affine(pair, *shifts(pair), residual_threshold, seed)
     if refine == "elastic":
-        pair = _refine_elastic(reference, moving, pair, block_size, upsample_factor,
-                               smooth_sigma, residual_threshold, elastic_sigma)
+        pair = _refine_elastic(pair, *shifts(pair), reference.shape, block_size,
+                               residual_threshold, elastic_sigma)
     return pair
 
 
@@ -229,13 +230,10 @@ def _block_shifts(reference, moving, pair, size, upsample_factor, smooth_sigma):
     return centres, shifts
 
 
-def _refine_affine(reference, moving, pair, size, upsample_factor, smooth_sigma, threshold,
-                   seed):
+def _refine_affine(pair, centres, shifts, threshold, seed):
     from skimage.measure import ransac
     from skimage.transform import AffineTransform
 
-    centres, shifts = _block_shifts(reference, moving, pair, size, upsample_factor,
-                                    smooth_sigma)
     ok = np.isfinite(shifts[..., 0])
     if ok.sum() < 6:
         return pair
@@ -248,10 +246,7 @@ def _refine_affine(reference, moving, pair, size, upsample_factor, smooth_sigma,
     return xforms.compose(pair, xforms.Transforms(np.asarray(model.params)[None]))
 
 
-def _refine_elastic(reference, moving, pair, size, upsample_factor, smooth_sigma, threshold,
-                    sigma):
-    centres, shifts = _block_shifts(reference, moving, pair, size, upsample_factor,
-                                    smooth_sigma)
+def _refine_elastic(pair, centres, shifts, shape, size, threshold, sigma):
     ok = np.isfinite(shifts[..., 0])
     if ok.sum() < 4:
         return pair
@@ -267,7 +262,6 @@ def _refine_elastic(reference, moving, pair, size, upsample_factor, smooth_sigma
         for k in range(2)], -1) / np.maximum(weight, 1e-6)[..., None]
     smooth[weight < 1e-3] = 0.0
     # Dense field on the reference grid: correction C(p) = p - s(p).
-    shape = reference.shape
     origin, step = centres[0, 0], size // 2
     coords = [(np.arange(n) - o) / step for n, o in zip(shape, origin)]
     grid = np.meshgrid(*coords, indexing="ij")

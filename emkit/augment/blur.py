@@ -61,9 +61,7 @@ class Blur(Augmentation):
     def draw(self, rng, shape):
         """Picks the sections to blur, each with probability ``section_p``, and their sigmas.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"sigmas": {z: sigma}}``, sigma in pixels; empty when no section is chosen.
@@ -77,11 +75,8 @@ class Blur(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Blurs the chosen sections of a copy of ``raw``; the labels pass through.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
-            params: from :meth:`draw`.
-            out_shapes: unused (the declared margin keeps the blurred edges out).
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        ``out_shapes`` is unused: the declared margin keeps the blurred edges out.
 
         Returns:
             ``(raw, labels)``, ``raw`` itself when no section was chosen.

@@ -155,9 +155,7 @@ class Misalign(Augmentation):
     def draw(self, rng, shape):
         """Picks the moved sections (one, or a slip) and their common shift.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"shifts": {z: (dy, dx)}}`` in whole pixels, the same shift for every moved
@@ -183,11 +181,8 @@ class Misalign(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Moves the chosen sections of raw, and of labels if ``shift_labels``.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw`; section indices count in ``raw``'s z.
-            out_shapes: unused.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        The section indices of ``params`` count in ``raw``'s z.
 
         Returns:
             ``(raw, labels)``, each cut by ``max_shift`` on each side of y and x (see
@@ -229,9 +224,7 @@ class MissingSection(Augmentation):
     def draw(self, rng, shape):
         """Picks the lost sections and, for each, blank or the neighbour it copies.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"sections": {z: ("blank", None) or ("duplicate", source_z)}}``; empty for a
@@ -255,14 +248,7 @@ class MissingSection(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Replaces the lost sections of a copy of ``raw``; the labels pass through.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
-            params: from :meth:`draw`.
-            out_shapes: unused.
-
-        Returns:
-            ``(raw, labels)``.
+        Arguments and result as for :meth:`~emkit.augment.base.Augmentation.apply`.
         """
         if not params["sections"]:
             return raw, labels
@@ -293,9 +279,7 @@ class MissingRegion(Augmentation):
     def draw(self, rng, shape):
         """Picks the section and the rectangle.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"z": z, "box": (top, left, height, width)}``, the box in fractions of the
@@ -309,16 +293,9 @@ class MissingRegion(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Fills the rectangle of a copy of ``raw`` with ``value``; the labels pass through.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
-            params: from :meth:`draw`.
-            out_shapes: ``(raw_shape, labels_shape)`` of the kept crops, or None; the box
-                is placed within the centred window of ``raw_shape`` (all of ``raw`` for
-                None).
-
-        Returns:
-            ``(raw, labels)``.
+        Arguments and result as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        The box is placed within the centred window of ``out_shapes[0]`` (all of
+        ``raw`` for None).
         """
         (y0, ny), (x0, nx) = _window(raw.shape, out_shapes and out_shapes[0])
         top, left, height, width = params["box"]
@@ -349,9 +326,7 @@ class DarkBlotch(Augmentation):
     def draw(self, rng, shape):
         """Picks the section, the spot's centre, radius and darkness.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"z", "center", "radius", "darkness"}``, ``center`` as fractions (cy, cx) of
@@ -367,16 +342,9 @@ class DarkBlotch(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Darkens the spot on a copy of ``raw`` (:func:`blotch_factor`); labels pass through.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
-            params: from :meth:`draw`.
-            out_shapes: ``(raw_shape, labels_shape)`` of the kept crops, or None; the
-                centre is placed within the centred window of ``raw_shape`` (all of
-                ``raw`` for None).
-
-        Returns:
-            ``(raw, labels)``.
+        Arguments and result as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        The centre is placed within the centred window of ``out_shapes[0]`` (all of
+        ``raw`` for None).
         """
         (y0, ny), (x0, nx) = _window(raw.shape, out_shapes and out_shapes[0])
         cy, cx = params["center"]

@@ -190,9 +190,8 @@ class Elastic(base.Augmentation):
     def draw(self, rng, shape):
         """Draws the control-point displacements (and the angle, if any).
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array; the control grid spans it.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`; the control grid
+        spans ``shape``.
 
         Returns:
             ``{"displacement": ndarray of shape (2, Py, Px) or (3, Pz, Py, Px)}`` in
@@ -211,12 +210,8 @@ class Elastic(base.Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Warps raw (``order``) and labels (order 0) through the same field.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw`.
-            out_shapes: ``(raw_shape, labels_shape)`` of the centred crops to compute, or
-                None for the whole arrays.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        Only the centred crops of ``out_shapes`` are computed.
 
         Returns:
             ``(raw, labels)`` of ``out_shapes`` when given; voxels from outside are 0.

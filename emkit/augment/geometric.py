@@ -199,9 +199,7 @@ class Flip(base.Augmentation):
     def draw(self, rng, shape):
         """Picks the axes that flip, each of ``axes`` with probability 1/2.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"axes": tuple of axis numbers}`` (0 = z, 1 = y, 2 = x), possibly empty.
@@ -211,14 +209,7 @@ class Flip(base.Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Mirrors raw and labels along the drawn axes (views).
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw`.
-            out_shapes: unused.
-
-        Returns:
-            ``(raw, labels)``.
+        Arguments and result as for :meth:`~emkit.augment.base.Augmentation.apply`.
         """
         return flip(raw, params["axes"]), flip(labels, params["axes"])
 
@@ -241,11 +232,7 @@ class Transpose(base.Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Swaps y and x of raw and labels (views).
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw` (empty).
-            out_shapes: unused.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
 
         Returns:
             ``(raw, labels)`` of shapes (Z, X, Y) and (Z', X', Y').
@@ -271,9 +258,7 @@ class Rotate90(base.Augmentation):
     def draw(self, rng, shape):
         """Picks the number of quarter turns.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"k": 0, 1, 2 or 3}``.
@@ -283,14 +268,7 @@ class Rotate90(base.Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Turns raw and labels by ``k`` quarter turns in (y, x) (views, :func:`rot90_yx`).
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw`.
-            out_shapes: unused.
-
-        Returns:
-            ``(raw, labels)``.
+        Arguments and result as for :meth:`~emkit.augment.base.Augmentation.apply`.
         """
         return rot90_yx(raw, params["k"]), rot90_yx(labels, params["k"])
 
@@ -321,9 +299,7 @@ class Rotate(base.Augmentation):
     def draw(self, rng, shape):
         """Draws the angle.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"angle": degrees}``.
@@ -333,12 +309,8 @@ class Rotate(base.Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Rotates raw (``order``) and labels (nearest id) about their common centre.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X') concentric with ``raw``, or None.
-            params: from :meth:`draw`.
-            out_shapes: ``(raw_shape, labels_shape)`` of the centred crops to compute, or
-                None for the whole arrays (see :func:`rotate_yx`).
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
+        Only the centred crops of ``out_shapes`` are computed (see :func:`rotate_yx`).
 
         Returns:
             ``(raw, labels)``; voxels from outside the input are 0.

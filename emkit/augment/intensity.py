@@ -44,9 +44,7 @@ class _PerSection(Augmentation):
     def draw(self, rng, shape):
         """Picks the sections to change, each with ``section_p``, and their parameters.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"sections": {z: keyword arguments of apply_section}}``.
@@ -66,11 +64,7 @@ class _PerSection(Augmentation):
     def apply(self, raw, labels, params, out_shapes=None):
         """Changes the chosen sections of a copy of ``raw``; the labels pass through.
 
-        Args:
-            raw: ndarray of shape (Z, Y, X), float32 in [0, 1].
-            labels: ndarray of shape (Z', Y', X'), or None; returned unchanged.
-            params: from :meth:`draw`.
-            out_shapes: unused.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.apply`.
 
         Returns:
             ``(raw, labels)``, ``raw`` itself when no section was chosen.
@@ -104,9 +98,7 @@ class BrightnessContrast(_PerSection):
     def draw_section(self, rng, shape):
         """``{"alpha": contrast, "beta": brightness}`` for one section.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`_PerSection.draw_section`.
         """
         return {"alpha": uniform(rng, self.contrast), "beta": uniform(rng, self.brightness)}
 
@@ -139,9 +131,7 @@ class Gamma(_PerSection):
     def draw_section(self, rng, shape):
         """``{"gamma": exponent}`` for one section.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`_PerSection.draw_section`.
         """
         return {"gamma": uniform(rng, self.gamma)}
 
@@ -173,9 +163,7 @@ class Noise(_PerSection):
     def draw(self, rng, shape):
         """Picks the sections, a std for each, and draws their noise.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array.
+        Arguments as for :meth:`~emkit.augment.base.Augmentation.draw`.
 
         Returns:
             ``{"sections": {z: {"noise_map": ndarray of shape (Y, X), float32}}}``, the
@@ -220,9 +208,7 @@ class Clahe(_PerSection):
     def draw_section(self, rng, shape):
         """``{"clip_limit": limit}`` for one section.
 
-        Args:
-            rng: a ``numpy.random.Generator``.
-            shape: (Z, Y, X) of the raw array (unused).
+        Arguments as for :meth:`_PerSection.draw_section`.
         """
         return {"clip_limit": uniform(rng, self.clip_limit)}
 

@@ -74,9 +74,47 @@ DEFAULTS = {
 SCORINGS = segment_options.SCORINGS
 SEEDS = ("threshold", "distance")
 
+# (flag, DEFAULTS key, help before "(default: ...)", add_argument keywords). Every option
+# defaults to None, so that a --recipe's options fill what the command line leaves out.
+AFFINITY_OPTIONS = (
+    ("--thresholds", "thresholds", "agglomeration score thresholds in [0, 1]",
+     {"metavar": "T[,T...]"}),
+    ("--scoring", "scoring", ("edge score: 1 - mean or 1 - quantile of the boundary's "
+     "affinities"), {"choices": SCORINGS}),
+    ("--quantile", "quantile", "quantile for --scoring quantile, 0.5 being the median",
+     {"type": float}),
+    ("--bins", "bins", "histogram bins per edge for --scoring quantile",
+     {"type": int_at_least(1)}),
+    ("--low", "low", "cut edges with affinity <= LOW", {"type": float}),
+    ("--high", "high", "always join edges with affinity >= HIGH", {"type": float}),
+    ("--size-threshold", "size_threshold", ("regions smaller than this (voxels) merge "
+     "along strong edges"), {"type": int_at_least(0)}),
+    ("--merge-threshold", "merge_threshold", "smallest edge affinity for those merges",
+     {"type": float}),
+    ("--dust-size", "dust_size", ("regions still smaller than this (voxels) become 0: the "
+     "watershed's fragments, before agglomeration; with --blockwise, whole objects at "
+     "each threshold, after it"), {"type": int_at_least(0)}),
+)
+BOUNDARY_OPTIONS = (
+    ("--seeds", "seeds", "seed kind", {"choices": SEEDS}),
+    ("--seed-threshold", "seed_threshold", "interior is boundaries < this", {"type": float}),
+    ("--min-height", "min_height", "distance seeds: least height (pixels) of a maximum",
+     {"type": float}),
+    ("--smoothing", "smoothing", "distance seeds: Gaussian sigma in pixels", {"type": float}),
+    ("--min-size", "min_size", "absorb segments with fewer pixels",
+     {"type": int_at_least(0)}),
+)
+#: How a default reads in --help where ``str(value)`` is not it.
+_SHOWN = {"quantile": f"{DEFAULTS['quantile']:g}", "dust_size": f"{DEFAULTS['dust_size']}, keep all"}
+
+
+def _add_options(group, options) -> None:
+    for flag, key, text, keywords in options:
+        group.add_argument(flag, default=None, **keywords,
+                           help=f"{text} (default: {_SHOWN.get(key, DEFAULTS[key])})")
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    d = DEFAULTS
     parser = add_command(subparsers, "segment",
                          help="segment a boundary map or affinities (watershed + agglomeration)",
                          description=DESCRIPTION, epilog=EPILOG)
@@ -92,36 +130,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "`emkit recipe run`), a recipe .yaml file or a shipped recipe's "
                         "name; options given on the command line win")
     group = parser.add_argument_group("affinities: watershed and agglomeration")
-    group.add_argument("--thresholds", default=None, metavar="T[,T...]",
-                       help=f"agglomeration score thresholds in [0, 1] (default: {d['thresholds']})")
-    group.add_argument("--scoring", choices=SCORINGS, default=None,
-                       help="edge score: 1 - mean or 1 - quantile of the boundary's "
-                       f"affinities (default: {d['scoring']})")
-    group.add_argument("--quantile", type=float, default=None,
-                       help="quantile for --scoring quantile, 0.5 being the median "
-                       f"(default: {d['quantile']:g})")
-    group.add_argument("--bins", type=int_at_least(1), default=None,
-                       help="histogram bins per edge for --scoring quantile "
-                       f"(default: {d['bins']})")
-    group.add_argument("--low", type=float, default=None,
-                       help=f"cut edges with affinity <= LOW (default: {d['low']})")
-    group.add_argument("--high", type=float, default=None,
-                       help="always join edges with affinity >= HIGH "
-                       f"(default: {d['high']})")
-    group.add_argument("--size-threshold", type=int_at_least(0), default=None,
-                       help="regions smaller than this (voxels) merge along strong edges "
-                       f"(default: {d['size_threshold']})")
-    group.add_argument("--merge-threshold", type=float,
-                       default=None,
-                       help="smallest edge affinity for those merges "
-                       f"(default: {d['merge_threshold']})")
-    group.add_argument("--dust-size", type=int_at_least(0), default=None,
-                       help="regions still smaller than this (voxels) become 0: the "
-                       "watershed's fragments, before agglomeration; with --blockwise, "
-                       "whole objects at each threshold, after it "
-                       f"(default: {d['dust_size']}, keep all)")
-    group.add_argument("--fragments", metavar="OUT",
-                       help="also write the watershed fragments here")
+    _add_options(group, AFFINITY_OPTIONS)
+    group.add_argument("--fragments", metavar="OUT", help="also write the watershed fragments here")
     from emkit.cli.predict import add_blockwise_arguments
 
     add_blockwise_arguments(parser, default_block="64,64,64")
@@ -129,22 +139,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="--blockwise: affinities read around each block for its "
                         "watershed, per side (default: 8,8,8)")
     parser.add_argument("--quiet", action="store_true", help="--blockwise: no progress bars")
-    group = parser.add_argument_group("boundary maps: seeded 2D watershed")
-    group.add_argument("--seeds", choices=SEEDS, default=None,
-                       help=f"seed kind (default: {d['seeds']})")
-    group.add_argument("--seed-threshold", type=float,
-                       default=None,
-                       help="interior is boundaries < this "
-                       f"(default: {d['seed_threshold']})")
-    group.add_argument("--min-height", type=float, default=None,
-                       help="distance seeds: least height (pixels) of a maximum "
-                       f"(default: {d['min_height']})")
-    group.add_argument("--smoothing", type=float, default=None,
-                       help="distance seeds: Gaussian sigma in pixels "
-                       f"(default: {d['smoothing']})")
-    group.add_argument("--min-size", type=int_at_least(0), default=None,
-                       help="absorb segments with fewer pixels "
-                       f"(default: {d['min_size']})")
+    _add_options(parser.add_argument_group("boundary maps: seeded 2D watershed"),
+                 BOUNDARY_OPTIONS)
     parser.set_defaults(func=run)
     return parser
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emkit.datasets.base import Dataset, last_sections
-from emkit.datasets.files import DataFile, DatasetInfo, find_file, require_files
-from emkit.errors import InputError
-from emkit.io import open_volume
+from emkit.datasets.base import Dataset
+from emkit.datasets.files import DataFile, DatasetInfo
+from emkit.datasets.volume import load_challenge
 
 VOXEL_SIZE_NM = (50.0, 4.0, 4.0)
 PACKAGE_FOLDER = Path(__file__).resolve().parent / "data" / "isbi2012"
@@ -38,26 +37,10 @@ def load_isbi2012(*, root=None) -> Dataset:
         (25, 512, 512) uint8 (30 for the full set), ``label_kind="isbi"``, voxel size
         (50, 4, 4) nm, the test volume when present, and the last 5 sections for validation.
     """
-    folder = require_files(ISBI2012, root=root)
-    raw = open_volume(folder / "train-volume.tif")
-    labels = open_volume(folder / "train-labels.tif")
-    test_path = find_file(ISBI2012, "test-volume.tif", root=root)
-    if raw.shape != labels.shape:
-        raise InputError(
-            f"ISBI 2012 images {raw.shape} and labels {labels.shape} in '{folder}' differ "
-            "in shape; expected the same (Z, 512, 512)"
-        )
-    return Dataset(
-        name="isbi2012",
-        raw=raw,
-        labels=labels,
-        test=open_volume(test_path) if test_path else None,
-        voxel_size_nm=VOXEL_SIZE_NM,
-        label_kind="isbi",
-        unlabelled_value=None,
-        validation_sections=last_sections(raw.shape[0], 0.2),
-        source=str(folder),
-    )
+    return load_challenge(ISBI2012, root=root, raw="train-volume.tif",
+                          labels="train-labels.tif", test="test-volume.tif",
+                          voxel_size_nm=VOXEL_SIZE_NM, label_kind="isbi",
+                          unlabelled_value=None)
 
 
 ISBI2012 = DatasetInfo(

@@ -9,9 +9,9 @@ Reference:
 
 from __future__ import annotations
 
-from emkit.datasets.base import Dataset, last_sections
-from emkit.datasets.files import DataFile, DatasetInfo, find_file, require_files
-from emkit.io import open_volume
+from emkit.datasets.base import Dataset
+from emkit.datasets.files import DataFile, DatasetInfo
+from emkit.datasets.volume import load_challenge
 
 VOXEL_SIZE_NM = (30.0, 6.0, 6.0)
 URL = "https://snemi3d.grand-challenge.org/"
@@ -29,19 +29,11 @@ def load_snemi3d(*, root=None) -> Dataset:
 
     Raises:
         MissingDataError: the files are not in ``<root>/snemi3d/``.
+        InputError: the images and labels differ in shape.
     """
-    folder = require_files(SNEMI3D, root=root)
-    test_path = find_file(SNEMI3D, "test-input.tif", root=root)
-    raw = open_volume(folder / "train-input.tif")
-    return Dataset(
-        name="snemi3d",
-        raw=raw,
-        labels=open_volume(folder / "train-labels.tif"),
-        test=open_volume(test_path) if test_path else None,
-        voxel_size_nm=VOXEL_SIZE_NM,
-        validation_sections=last_sections(raw.shape[0], 0.2),
-        source=str(folder),
-    )
+    return load_challenge(SNEMI3D, root=root, raw="train-input.tif",
+                          labels="train-labels.tif", test="test-input.tif",
+                          voxel_size_nm=VOXEL_SIZE_NM)
 
 
 SNEMI3D = DatasetInfo(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from emkit.datasets.base import Dataset, last_sections
-from emkit.datasets.files import DatasetInfo
+from emkit.datasets.files import DatasetInfo, find_file, require_files
+from emkit.errors import InputError
 from emkit.io import open_volume
 
 
@@ -58,6 +59,41 @@ def load_volume(
         if raw_volume.shape[0] > 1 else (),
         source=str(getattr(raw_volume, "spec", "array")),
     )
+
+
+def load_challenge(info: DatasetInfo, *, root, raw: str, labels: str, test: str,
+                   voxel_size_nm, **fields) -> Dataset:
+    """A challenge's training stack from its folder (ISBI 2012, SNEMI3D).
+
+    Args:
+        info: The data set's :class:`~emkit.datasets.files.DatasetInfo`.
+        root: The data root (see :func:`emkit.datasets.files.data_root`).
+        raw, labels: File names of the training images and labels (same shape).
+        test: File name of the test volume, used when present.
+        voxel_size_nm: Voxel size in nm (z, y, x).
+        **fields: Further :class:`~emkit.datasets.base.Dataset` fields (``label_kind``...).
+
+    Returns:
+        The :class:`~emkit.datasets.base.Dataset`, the last 20% of the sections for
+        validation.
+
+    Raises:
+        MissingDataError: a training file is missing.
+        InputError: the images and labels differ in shape.
+    """
+    folder = require_files(info, root=root)
+    raw_volume, labels_volume = open_volume(folder / raw), open_volume(folder / labels)
+    if raw_volume.shape != labels_volume.shape:
+        raise InputError(
+            f"{info.name}: images '{folder / raw}' {raw_volume.shape} and labels "
+            f"'{folder / labels}' {labels_volume.shape} differ in shape; expected the same"
+        )
+    test_path = find_file(info, test, root=root)
+    return Dataset(name=info.name, raw=raw_volume, labels=labels_volume,
+                   test=open_volume(test_path) if test_path else None,
+                   voxel_size_nm=voxel_size_nm,
+                   validation_sections=last_sections(raw_volume.shape[0], 0.2),
+                   source=str(folder), **fields)
 
 
 VOLUME = DatasetInfo(

@@ -298,18 +298,6 @@ def load_predictor(path):
     return load_model(path, compile=False)
 
 
-__all__ = [
-    "ENSEMBLE_SUFFIXES",
-    "FORMAT_VERSION",
-    "Ensemble",
-    "Member",
-    "file_sha256",
-    "is_ensemble_file",
-    "load_ensemble",
-    "load_members",
-    "load_predictor",
-    "make_ensemble",
-    "normalize_weights",
-    "save_ensemble",
-    "with_weights",
-]
+__all__ = ["ENSEMBLE_SUFFIXES", "FORMAT_VERSION", "Ensemble", "Member", "file_sha256",
+           "is_ensemble_file", "load_ensemble", "load_members", "load_predictor",
+           "make_ensemble", "normalize_weights", "save_ensemble", "with_weights"]

@@ -44,6 +44,20 @@ def nm_tuple(value, *, name: str, where: str, positive: bool = False):
     return values
 
 
+def check_compression(compression, choices, *, fmt: str, path) -> None:
+    """Raises InputError naming the file when ``compression`` is not one of ``choices``.
+
+    Args:
+        compression: the requested codec name, or None.
+        choices: the codecs the format's writer offers (a tuple, or a mapping's keys).
+        fmt: the format's name, for the message (e.g. "HDF5").
+        path: the file being written.
+    """
+    if compression not in choices:
+        raise InputError(f"compression {compression!r} is not available for {fmt} '{path}'; "
+                         f"expected one of {tuple(choices)}")
+
+
 def require_file(path: Path, *, what: str) -> None:
     """Raises MissingDataError naming the path when it does not exist.
 

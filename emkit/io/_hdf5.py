@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError, MissingDataError, OverwriteError
-from emkit.io._common import atomic_path, is_stale_temp, nm_tuple, require_file, temp_name
+from emkit.io._common import (
+    atomic_path,
+    check_compression,
+    is_stale_temp,
+    nm_tuple,
+    require_file,
+    temp_name,
+)
 from emkit.io.plain import to_plain
 
 COMPRESSIONS = ("gzip", "lzf", None)
@@ -74,9 +81,7 @@ def _dataset(f, path: Path, key: str | None):
 def probe(path: Path, key: str | None) -> dict:
     """Reads shape, dtype and voxel size of a dataset without reading its data.
 
-    Args:
-        path: the file (a Zarr store: its folder).
-        key: the dataset key inside it; None for a format that holds one array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path) as f:
         ds = _dataset(f, path, key)
@@ -98,8 +103,7 @@ def probe(path: Path, key: str | None) -> dict:
 def attributes(path: Path, key: str | None) -> dict:
     """The attributes of a dataset as plain Python values (lists, numbers, strings).
 
-    Args:
-        path, key: as for :func:`probe`.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path) as f:
         return {name: to_plain(value) for name, value in _dataset(f, path, key).attrs.items()}
@@ -108,9 +112,7 @@ def attributes(path: Path, key: str | None) -> dict:
 def read(path: Path, key: str, box: tuple[slice, ...]) -> np.ndarray:
     """Reads the box (slices of step 1) from the dataset; only that box is read.
 
-    Args:
-        path, key: as for :func:`probe`.
-        box: one slice per axis, start and stop set, inside the array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path) as f:
         ds = _dataset(f, path, key)
@@ -129,19 +131,13 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     does not give back the space of deleted datasets, so repeated overwrites grow the file
     (``h5repack`` shrinks it).
 
-    Args:
-        path, key, array: where to write what (``key`` None for a format of one array).
-        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     if key is None:
         raise InputError(
             f"writing HDF5 needs a dataset key, e.g. '{path}:volumes/raw'; got '{path}'"
         )
-    if compression not in COMPRESSIONS:
-        raise InputError(
-            f"compression {compression!r} is not available for HDF5 '{path}'; "
-            f"expected one of {COMPRESSIONS}"
-        )
+    check_compression(compression, COMPRESSIONS, fmt="HDF5", path=path)
     if not path.exists():
         with atomic_path(path) as tmp, _open(tmp, "w") as f:
             _create(f, key, array, voxel_size_nm, offset_nm, chunks, compression)

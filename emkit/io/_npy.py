@@ -21,9 +21,7 @@ def _load(path: Path) -> np.ndarray:
 def probe(path: Path, key: str | None) -> dict:
     """Shape and dtype from the memory-mapped file (a .npy stores no voxel size).
 
-    Args:
-        path: the file (a Zarr store: its folder).
-        key: the dataset key inside it; None for a format that holds one array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     array = _load(path)
     return {"key": None, "shape": array.shape, "dtype": array.dtype,
@@ -33,9 +31,7 @@ def probe(path: Path, key: str | None) -> dict:
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
     """The box, copied out of the memory-mapped file.
 
-    Args:
-        path, key: as for :func:`probe`.
-        box: one slice per axis, start and stop set, inside the array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     return np.array(_load(path)[box])
 
@@ -43,9 +39,7 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
 def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
     """Writes a ``.npy`` file atomically (uncompressed; ``compression`` does not apply).
 
-    Args:
-        path, key, array: where to write what (``key`` None for a format of one array).
-        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with atomic_path(path) as tmp:
         np.save(tmp, array, allow_pickle=False)

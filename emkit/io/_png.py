@@ -51,9 +51,7 @@ def _image(file: Path) -> np.ndarray:
 def probe(path: Path, key: str | None) -> dict:
     """Shape and dtype from the first section's header (one PNG per section, or one image).
 
-    Args:
-        path: the file (a Zarr store: its folder).
-        key: the dataset key inside it; None for a format that holds one array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     from PIL import Image
 
@@ -81,9 +79,7 @@ def probe(path: Path, key: str | None) -> dict:
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
     """The box, decoding only the sections it covers.
 
-    Args:
-        path, key: as for :func:`probe`.
-        box: one slice per axis, start and stop set, inside the array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     files = section_files(path)
     if path.is_file():
@@ -94,9 +90,7 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
 def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
     """Writes PNG sections atomically (lossless; ``compression`` and ``chunks`` do not apply).
 
-    Args:
-        path, key, array: where to write what (``key`` None for a format of one array).
-        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     from PIL import Image
 

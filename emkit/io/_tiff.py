@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from emkit.errors import InputError
-from emkit.io._common import atomic_path, nm_tuple, require_file
+from emkit.io._common import atomic_path, check_compression, nm_tuple, require_file
 
 COMPRESSIONS = {"gzip": "zlib", None: None}
 
@@ -98,9 +98,7 @@ def _check_whole(tif, series, path: Path) -> None:
 def probe(path: Path, key: str | None) -> dict:
     """Reads shape, dtype and voxel size of the first series without reading pixels.
 
-    Args:
-        path: the file (a Zarr store: its folder).
-        key: the dataset key inside it; None for a format that holds one array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path) as (tif, series):
         meta = (tif.shaped_metadata or [{}])[0]
@@ -118,8 +116,7 @@ def probe(path: Path, key: str | None) -> dict:
 def attributes(path: Path, key: str | None) -> dict:
     """The JSON metadata of the first page (``{"shape": ..., "voxel_size_nm": ...}``).
 
-    Args:
-        path, key: as for :func:`probe`.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path) as (tif, _series):
         return dict((tif.shaped_metadata or [{}])[0])
@@ -131,9 +128,7 @@ def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
     A whole volume is read with tifffile alone; a part goes through tifffile's Zarr
     store (imported here only, so that reading whole stacks needs no Zarr).
 
-    Args:
-        path, key: as for :func:`probe`.
-        box: one slice per axis, start and stop set, inside the array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     with _open(path, check=False) as (_tif, series):
         try:
@@ -153,17 +148,11 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     ``compression="gzip"`` stores deflate (zlib) pages, which tifffile, Fiji, Pillow and
     scikit-image read; ``None`` stores plain pages. ``chunks`` does not apply.
 
-    Args:
-        path, key, array: where to write what (``key`` None for a format of one array).
-        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     import tifffile
 
-    if compression not in COMPRESSIONS:
-        raise InputError(
-            f"compression {compression!r} is not available for TIFF '{path}'; "
-            f"expected one of {tuple(COMPRESSIONS)}"
-        )
+    check_compression(compression, COMPRESSIONS, fmt="TIFF", path=path)
     metadata = {}
     if voxel_size_nm is not None:
         metadata["voxel_size_nm"] = list(voxel_size_nm)

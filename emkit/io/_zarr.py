@@ -19,6 +19,7 @@ import numpy as np
 from emkit.errors import InputError, MissingDataError, OverwriteError
 from emkit.io._common import (
     atomic_path,
+    check_compression,
     nm_tuple,
     remove,
     remove_stale_temps,
@@ -78,9 +79,7 @@ def _open_array(path: Path, key: str | None):
 def probe(path: Path, key: str | None) -> dict:
     """Reads shape, dtype and voxel size of an array without reading its data.
 
-    Args:
-        path: the file (a Zarr store: its folder).
-        key: the dataset key inside it; None for a format that holds one array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     array = _open_array(path, key)
     key = array.path or None
@@ -105,8 +104,7 @@ def probe(path: Path, key: str | None) -> dict:
 def attributes(path: Path, key: str | None) -> dict:
     """The attributes of an array as plain Python values.
 
-    Args:
-        path, key: as for :func:`probe`.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     return dict(_open_array(path, key).attrs)
 
@@ -124,9 +122,7 @@ def _root_attributes(path: Path) -> dict:
 def read(path: Path, key: str | None, box: tuple[slice, ...]) -> np.ndarray:
     """Reads the box (slices of step 1); only the chunks it touches are read.
 
-    Args:
-        path, key: as for :func:`probe`.
-        box: one slice per axis, start and stop set, inside the array.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
     array = _open_array(path, key)
     try:
@@ -156,15 +152,9 @@ def write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, comp
     existing store the array is written under a temporary name beside ``key`` and its
     folder renamed to ``key``; an old array is moved aside first and deleted after.
 
-    Args:
-        path, key, array: where to write what (``key`` None for a format of one array).
-        voxel_size_nm, offset_nm, overwrite, chunks, compression: see ``write_volume``.
+    Arguments: the back-end contract at :data:`emkit.io.volume.BACKENDS`.
     """
-    if compression not in COMPRESSIONS:
-        raise InputError(
-            f"compression {compression!r} is not available for Zarr '{path}'; "
-            f"expected one of {COMPRESSIONS}"
-        )
+    check_compression(compression, COMPRESSIONS, fmt="Zarr", path=path)
     if not path.exists() or key is None:
         if path.exists() and not overwrite:
             raise OverwriteError(

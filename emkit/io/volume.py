@@ -12,7 +12,16 @@ from emkit.errors import InputError
 from emkit.io import _hdf5, _npy, _png, _tiff, _zarr
 from emkit.io.spec import VolumeSpec, parse_spec
 
-# Format name -> module with probe(path, key), read(path, key, box), write(...).
+# Format name -> back-end module. Each back-end has the same functions (their arguments
+# are documented here once):
+#   probe(path, key) -> {"key", "shape", "dtype", "voxel_size_nm", "offset_nm"}, read from
+#       headers only. ``path`` is the file (a Zarr store: its folder); ``key`` the dataset
+#       inside it, None for a format that holds one array.
+#   read(path, key, box) -> ndarray: ``box`` is one slice per axis, start and stop set,
+#       inside the array; only that box is read (or the sections/chunks it covers).
+#   write(path, key, array, *, voxel_size_nm, offset_nm, overwrite, chunks, compression):
+#       atomically; the keywords are emkit.io.write_volume's.
+#   optionally list_keys(path) -> the keys inside, and attributes(path, key) -> a dict.
 BACKENDS = {"tiff": _tiff, "hdf5": _hdf5, "zarr": _zarr, "npy": _npy, "png": _png}
 
 _AXES = {2: "(y, x)", 3: "(z, y, x)", 4: "(c, z, y, x)"}

@@ -152,12 +152,8 @@ class ConvNetSpec(common.BaseSpec):
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
         """Valid convolutions and pools, layer by layer; a pool may not drop voxels.
 
-        Args:
-            axis: the spatial axis.
-            n: the input size on that axis, in voxels.
-
-        Returns:
-            ``(size, "")``, or ``(None, reason)`` naming the layer that fails.
+        Arguments as for :meth:`BaseSpec.axis_output_size`; returns ``(size, "")``, or
+        ``(None, reason)`` naming the layer that fails.
         """
         for i, layer in enumerate(self.layers):
             k = common.per_axis(layer.size, self.ndim)[axis]

@@ -117,12 +117,8 @@ class RSUNetSpec(common.BaseSpec):
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
         """Same padding everywhere: any size that the poolings divide.
 
-        Args:
-            axis: the spatial axis.
-            n: the input size on that axis, in voxels.
-
-        Returns:
-            ``(n, "")``, or ``(None, reason)`` when the poolings do not divide ``n``.
+        Arguments as for :meth:`BaseSpec.axis_output_size`; returns ``(n, "")``, or
+        ``(None, reason)`` when the poolings do not divide ``n``.
         """
         total = common.per_axis(self.pool, self.ndim)[axis] ** self.depth
         if n % total:

@@ -108,12 +108,8 @@ class UNetSpec(common.BaseSpec):
     def axis_output_size(self, axis: int, n: int) -> tuple[int | None, str]:
         """Down, bottom and up convs level by level (see :func:`unet_axis_sizes`).
 
-        Args:
-            axis: the spatial axis.
-            n: the input size on that axis, in voxels.
-
-        Returns:
-            ``(size, "")``, or ``(None, reason)`` naming the level that fails.
+        Arguments as for :meth:`BaseSpec.axis_output_size`; returns ``(size, "")``, or
+        ``(None, reason)`` naming the level that fails.
         """
         sizes = unet_axis_sizes(self, axis, n)
         return (sizes[-1][-1], "") if isinstance(sizes, list) else (None, sizes)
