@@ -213,6 +213,25 @@ def test_blockwise_unet_blocks_start_on_its_period(tmp_path, client):
         np.testing.assert_allclose(f["pred"][...], whole, rtol=0, atol=1e-5)
 
 
+def test_blockwise_same_padded_unet_equals_whole_volume(tmp_path, client, raw_zarr):
+    """A same-padded net's tiles depend on where they lie: blocks use the whole volume's."""
+    keras.utils.set_random_seed(3)
+    build_model(small_spec("unet3d")).save(tmp_path / "unet.keras")  # tiles 4x16x16
+    model = keras.saving.load_model(tmp_path / "unet.keras")
+    raw, spec = raw_zarr
+    whole = predict_volume(model, raw, progress=False)  # bump blending, quarter overlap
+    # Tile starts z 0, 3, .. 15, 17; y 0, 12, 16; x 0, 12 (step 3x12x12, overlap 1x4x4).
+    # Blocks of 8x10x10 are rounded up to the period, 8x12x12. Every face cuts through
+    # the tiles that overlap it.
+    summary = predict_blockwise(tmp_path / "unet.keras", spec, tmp_path / "pred.zarr",
+                                block_shape=(8, 10, 10), client=client, progress=False)
+    assert summary["block_shape"] == (8, 12, 12) and summary["blocks"] == 27
+    got = np.moveaxis(read_volume(tmp_path / "pred.zarr"), 0, -1)
+    np.testing.assert_allclose(got, whole, rtol=0, atol=1e-5)  # edges included
+    other_tiles = predict_volume(model, raw, overlap=(1, 6, 6), progress=False)
+    assert np.abs(other_tiles - whole).max() > 1e-3  # so the blocks did use the same tiles
+
+
 def test_predict_resumes_only_the_missing_blocks(tmp_path, client, tiny_model, raw_zarr,
                                                  monkeypatch):
     _, spec = raw_zarr

@@ -9,6 +9,7 @@ import zarr
 
 from emkit.errors import InputError
 from emkit.inference import create_output, plan_prediction, predict_volume
+from emkit.inference.plan import is_equivariant
 from emkit.inference.testing import affinity_model, constant_model, mean_model
 from emkit.models.architectures import build_model
 from emkit.models.convnet.dense import dense_model, with_input_shape
@@ -130,6 +131,61 @@ def test_same_padded_rsunet_runs_on_odd_volumes():
     assert ((got > 0) & (got < 1)).all()
 
 
+# --------------------------------------------------------------------------- a box (roi)
+
+
+@pytest.fixture(scope="module")
+def same_unet():
+    keras.utils.set_random_seed(3)
+    return build_model(small_spec("unet3d"))  # same padding, tiles 4x16x16, period (1, 4, 4)
+
+
+def test_equivariant_models_are_the_unpadded_ones(same_unet, mean3d):
+    assert is_equivariant(mean3d) and is_equivariant(build_model(small_spec("unet2d")))
+    assert is_equivariant(build_model(small_spec("n4")))  # valid convs and poolings
+    assert not is_equivariant(same_unet) and not is_equivariant(build_model(small_spec("rsunet")))
+    assert not is_equivariant(mean_model(3, (5, 10, 10), padding="same"))
+    x = keras.Input((None, None, 2))
+    ones = keras.layers.Conv2D(2, 1, padding="same")(x)  # a 1x1 "same" conv pads nothing
+    assert is_equivariant(keras.Model(x, keras.layers.BatchNormalization()(ones)))
+    grouped = keras.layers.GroupNormalization(groups=1)(ones)  # statistics over the tile
+    assert not is_equivariant(keras.Model(x, grouped))
+
+
+@pytest.mark.parametrize("blend", ["bump", "valid"])
+def test_box_of_a_same_padded_model_equals_the_whole_volume(raw, same_unet, blend):
+    whole = predict_volume(same_unet, raw, blend=blend, progress=False)
+    # Its output depends on where a tile lies: another tile grid gives other values.
+    other = predict_volume(same_unet, raw, blend=blend, overlap=(1, 6, 6), progress=False)
+    assert np.abs(other - whole).max() > 1e-3
+    boxes = [np.s_[0:7, 0:37, 0:29], np.s_[0:3, 0:12, 0:12], np.s_[2:5, 13:30, 7:21],
+             np.s_[5:7, 30:37, 24:29], np.s_[3:4, 5:6, 28:29]]  # edges, cuts through tiles
+    for box in boxes:
+        got = predict_volume(same_unet, raw, roi=box, blend=blend, batch_size=3, progress=False)
+        assert got.shape == whole[box].shape
+        np.testing.assert_allclose(got, whole[box], rtol=0, atol=1e-5)
+
+
+def test_box_of_a_2d_same_padded_image_equals_the_whole_image(raw):
+    keras.utils.set_random_seed(5)
+    x = keras.Input((12, 12, 1))
+    y = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(x)
+    model = keras.Model(x, keras.layers.Conv2D(2, 3, padding="same")(y))
+    whole = predict_volume(model, raw[2], progress=False)
+    got = predict_volume(model, raw[2], roi=np.s_[7:26, 10:29], progress=False)
+    np.testing.assert_allclose(got, whole[7:26, 10:29], rtol=0, atol=1e-5)
+
+
+def test_box_off_the_period_of_a_valid_unet_equals_the_whole_volume():
+    keras.utils.set_random_seed(2)
+    model = build_model(small_spec("unet2d"))  # valid convs, two poolings: period 4
+    raw = np.random.default_rng(2).random((2, 27, 21), dtype=np.float32)
+    whole = predict_volume(model, raw, tile_shape=(8, 8), progress=False)
+    for box in [np.s_[:, 4:20, 8:21], np.s_[1:2, 2:19, 5:14]]:  # on the period, then off it
+        got = predict_volume(model, raw, roi=box, tile_shape=(8, 8), progress=False)
+        np.testing.assert_allclose(got, whole[box], rtol=0, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- out of core
 
 
@@ -210,3 +266,5 @@ def test_errors_name_the_shapes(raw, mean3d):
         predict_volume(mean3d, raw, blend="max", progress=False)
     with pytest.raises(InputError, match="expected a built Keras model"):
         predict_volume(lambda x: x, raw)
+    with pytest.raises(InputError, match="roi: expected non-empty slices"):
+        predict_volume(mean3d, raw, roi=np.s_[0:7, 5:5, 0:29], progress=False)

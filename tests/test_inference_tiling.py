@@ -101,6 +101,50 @@ def test_valid_stitching_splits_overlaps_at_their_middle():
     assert [o.tolist() for o in owned] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
 
 
+@pytest.mark.parametrize(
+    "blend, kept", [("bump", (0, 4, 8, 12)), ("valid", (4, 8, 12))]
+)
+def test_restricted_grid_keeps_the_tiles_of_a_box_with_their_weights(blend, kept):
+    # y starts 0, 4, 8, 12, 16, 17 (tile 6, step 4); "valid" owners split at
+    # 5, 9, 13, 17, 19: the box's y [5, 14) meets tiles 0-3, and tiles 1-3 own it.
+    grid = tile_grid((5, 23, 19), (5, 10, 10), (3, 6, 6), overlap=(1, 2, 2), blend=blend)
+    assert grid.starts[1] == (0, 4, 8, 12, 16, 17)
+    box = (slice(1, 4), slice(5, 14), slice(0, 7))
+    part = grid.restrict(box)
+    assert part.volume_shape == (3, 9, 7) and part.blend == blend
+    assert part.starts[1] == tuple(s - 5 for s in kept)
+    total = np.zeros(part.volume_shape)
+    for tile in part.tiles():
+        start = tuple(s + b.start for s, b in zip(tile.output_start, box))
+        index = tuple(starts.index(s) for starts, s in zip(grid.starts, start))
+        whole = grid.tile(index)
+        assert whole.input_start == tuple(s + b.start for s, b in zip(tile.input_start, box))
+        # its write region: the whole grid's, cut to the box and shifted
+        cut = [slice(max(w.start, b.start), min(w.stop, b.stop)) for w, b in zip(whole.write, box)]
+        assert tile.write == tuple(slice(c.start - b.start, c.stop - b.start)
+                                   for c, b in zip(cut, box))
+        inner = tuple(slice(c.start - s, c.stop - s) for c, s in zip(cut, start))
+        assert tile.write_in_output == inner
+        # its weights there: the whole grid's
+        np.testing.assert_array_equal(part.weights(tile)[inner], grid.weights(whole)[inner])
+        total[tile.write] += part.weights(tile)[tile.write_in_output]
+    np.testing.assert_allclose(total, 1.0, rtol=0, atol=1e-6)
+    # the tiles kept are all that reach into the box with a non-zero weight
+    reach = {t.index for t in grid.tiles()
+             if (grid.weights(t)[t.write_in_output][
+                 tuple(slice(max(b.start - w.start, 0), max(b.stop - w.start, 0))
+                       for w, b in zip(t.write, box))] > 0).any()}
+    assert len(part) == len(reach)
+
+
+def test_restricted_grid_refuses_a_box_outside_the_volume():
+    grid = tile_grid((5, 23, 19), (5, 10, 10), (3, 6, 6))
+    for box in [(slice(0, 5), slice(0, 24), slice(0, 19)), (slice(0, 5), slice(3, 3), slice(0, 1)),
+                (slice(0, 5), slice(0, 9))]:
+        with pytest.raises(InputError, match="box: expected 3 slices"):
+            grid.restrict(box)
+
+
 def test_tiles_read_their_context_centred():
     grid = tile_grid((1, 10, 10), (1, 8, 8), (1, 4, 4), overlap=2)
     assert grid.shape == (1, 4, 4) and len(grid) == 16

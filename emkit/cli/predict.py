@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a saved .keras model, or an ensemble .yaml file (emkit ensemble)",
     )
     add_volume_arguments(parser)
-    add_blockwise_arguments(parser, default_block="64,64,64")
+    add_blockwise_arguments(parser, default_block="64,256,256")
     parser.set_defaults(func=run)
     return parser
 

@@ -11,6 +11,15 @@ the built model (:func:`emkit.models.model_geometry`), never from a config:
   period (the spacing of its valid input sizes: the product of its poolings);
 - a model with a global layer keeps its own window.
 
+A model is *equivariant* (:func:`is_equivariant`) when every tile computes, at
+each of its voxels, what one pass over the whole mirrored volume computes there,
+wherever the tile starts on the period: a network of unpadded local layers (valid
+convolutions and poolings, the dense form of a patch classifier). Then any tiles
+give one prediction, and a box of the volume can be tiled by itself. A
+same-padded network is not: a tile's zero-padded edges differ from its
+neighbours' insides, so the prediction depends on the tile grid, and a box must
+use the whole volume's tiles (:meth:`~emkit.inference.tiling.TileGrid.restrict`).
+
 Rebuilt nets and worked-out shapes are cached per model (weakly), and a cached
 net gets the model's current weights before each use, so a validation callback
 that predicts every epoch neither rebuilds nor retraces.
@@ -48,8 +57,11 @@ class PredictionPlan:
         out_channels: Output channels.
         period: Tile starts are multiples of it, ``(z, y, x)``: the shift under
             which the network is equivariant (1 for a dense net, the product of
-            its poolings for a U-Net). Blockwise prediction starts its blocks on
-            multiples of it too.
+            its poolings for a U-Net).
+        equivariant: Whether each tile computes what one pass over the whole
+            volume computes, wherever it starts on the period
+            (:func:`is_equivariant`); False for a same-padded network, whose
+            prediction depends on the tile grid.
     """
 
     model: Any
@@ -58,6 +70,7 @@ class PredictionPlan:
     in_channels: int
     out_channels: int
     period: tuple[int, int, int] = (1, 1, 1)
+    equivariant: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -157,7 +170,92 @@ def plan_prediction(
         in_channels=geometry.in_channels,
         out_channels=geometry.out_channels,
         period=period3,
+        equivariant=is_equivariant(model),
     )
+
+
+def is_equivariant(model) -> bool:
+    """Whether a model's tiles compute what one pass over the whole volume computes.
+
+    True for a network of unpadded local layers: convolutions and poolings with
+    ``"valid"`` padding (or a window no larger than their stride), transposed
+    convolutions whose kernel is no larger than their stride, nearest-neighbour
+    up-sampling, crops, merges, and per-voxel layers (activations, dropout and
+    noise, batch normalization; layer, unit normalization and softmax over the
+    channel axis; PReLU shared over space). For such a network each output voxel
+    depends only on the input in its field of view, so a tile that starts on a
+    multiple of the model's period gives, at every voxel, what any other tiling
+    gives. False when any layer pads (``"same"`` convolutions, zero padding),
+    pools statistics over space (group normalization) or is global: then a
+    tile's output depends on where the tile lies.
+
+    Args:
+        model: A built Keras model.
+
+    Returns:
+        bool.
+    """
+    return _memo(model, ("equivariant",), lambda: _is_equivariant(model))
+
+
+_PER_VOXEL = {
+    "InputLayer", "Activation", "ReLU", "ELU", "LeakyReLU", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "Identity", "Rescaling", "Add", "Concatenate", "Subtract", "Multiply", "Average", "Maximum",
+    "Minimum",
+}
+_CHANNEL_AXIS = {"Softmax", "BatchNormalization", "LayerNormalization", "UnitNormalization"}
+
+
+def _is_equivariant(model) -> bool:
+    from emkit.models.graph import layer_kind
+
+    rank = len(model.inputs[0].shape)  # batch, spatial axes, channels
+    for layer in model.layers:
+        try:
+            kind = layer_kind(layer)
+        except InputError:
+            return False
+        if kind in _PER_VOXEL or kind.startswith("Cropping"):
+            continue
+        config = layer.get_config()
+        if kind in _CHANNEL_AXIS:
+            axes = config.get("axis", -1)
+            axes = axes if isinstance(axes, (list, tuple)) else [axes]
+            if any(a % rank != rank - 1 for a in axes):
+                return False
+        elif kind == "PReLU":
+            if not set(range(1, rank - 1)) <= set(config.get("shared_axes") or ()):
+                return False
+        elif kind.startswith("UpSampling"):
+            if config.get("interpolation", "nearest") != "nearest":
+                return False
+        elif kind.endswith("Transpose"):
+            kernel, strides = _axes(config, "kernel_size", rank), _axes(config, "strides", rank)
+            if any(k > s for k, s in zip(kernel, strides)) or (
+                config.get("padding") != "valid" and kernel != strides
+            ):
+                return False
+        elif kind.startswith("Conv") or "Pooling" in kind:
+            if config.get("padding", "valid") != "valid":
+                conv = kind.startswith("Conv")
+                window = _axes(config, "kernel_size" if conv else "pool_size", rank)
+                strides = _axes(config, "strides", rank, default=1 if conv else window)
+                dilation = _axes(config, "dilation_rate", rank)
+                extents = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+                if any(e > s for e, s in zip(extents, strides)):  # "same" pads these
+                    return False
+        else:  # zero padding, group normalization, global layers
+            return False
+    return True
+
+
+def _axes(config: dict, key: str, rank: int, default=1) -> list[int]:
+    """A layer setting per spatial axis: a per-axis list, or a scalar shared by all."""
+    value = config.get(key)
+    if value is None:
+        value = default
+    return list(value) if isinstance(value, (list, tuple)) else [int(value)] * (rank - 2)
 
 
 def _tile_shapes(model, ndim: int, spatial, tile_shape, tta: bool):
@@ -323,4 +421,4 @@ def _per_axis(value, ndim: int, name: str, *, minimum: int = 1) -> tuple[int, ..
     return tuple(int(v) for v in values)
 
 
-__all__ = ["DEFAULT_TILE", "PredictionPlan", "plan_prediction"]
+__all__ = ["DEFAULT_TILE", "PredictionPlan", "is_equivariant", "plan_prediction"]

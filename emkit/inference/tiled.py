@@ -51,7 +51,7 @@ import numpy as np
 from emkit.errors import InputError
 from emkit.inference import tiling
 from emkit.inference import tta as tta_module
-from emkit.inference.plan import PredictionPlan, _model_ndim, plan_prediction
+from emkit.inference.plan import PredictionPlan, _model_ndim, is_equivariant, plan_prediction
 
 
 def predict_volume(
@@ -112,12 +112,21 @@ def predict_volume(
             (:func:`emkit.ensemble.predict_ensemble`, with an ``out`` that is
             not an ndarray, since an ndarray is zeroed first).
         roi: Predict only this box of ``raw``: a tuple of ``slice(start, stop)``
-            per spatial axis (step 1, inside ``raw``). Its context is read from
-            ``raw`` around it and mirrored only at ``raw``'s own edges, and the
-            tiles start on the model's period from the box's start, so a box that
-            starts on a multiple of the period gets exactly the voxels a
-            prediction of the whole volume gives there (blockwise prediction,
-            :mod:`emkit.blockwise`). The result (and ``out``) has the box's shape.
+            per spatial axis (step 1, inside ``raw``); the result (and ``out``)
+            has the box's shape. It equals the prediction of the whole volume
+            inside the box, to float rounding, for any model and options: the
+            box gets the tiles of the whole volume's grid that reach into it,
+            with the whole volume's blending weights
+            (:meth:`~emkit.inference.tiling.TileGrid.restrict`), their context
+            read from ``raw`` around the box and mirrored only at ``raw``'s own
+            edges. A tile that straddles a face of the box is computed whole (and
+            again by a box on the other side). When the model is equivariant
+            (:func:`~emkit.inference.plan.is_equivariant`: valid convolutions,
+            whose tiles do not depend on where they lie) and the box starts on
+            a multiple of its period, the tiles are laid out inside the box
+            instead, from its start, which computes fewer and gives the same
+            voxels. Blockwise prediction (:mod:`emkit.blockwise`) predicts its
+            blocks so.
 
     Returns:
         ``out``, or a new float32 ndarray of shape ``(Z, Y, X, C)`` (``(Y, X, C)``
@@ -149,12 +158,13 @@ def predict_volume(
             f"raw: expected a (Y, X) image or a (Z, Y, X) volume"
             f"{' with a channel axis' if in_channels > 1 else ''}, got shape {raw_shape}"
         )
+    options = {"tile_shape": tile_shape, "overlap": overlap, "blend": blend, "tta": tta}
     origin = (0,) * len(spatial)
-    if roi is not None:
-        origin, spatial = _check_roi(roi, spatial)
-    plan = plan_prediction(
-        model, spatial, tile_shape=tile_shape, overlap=overlap, blend=blend, tta=tta
-    )
+    if roi is None:
+        plan = plan_prediction(model, spatial, **options)
+        grid = plan.grid
+    else:
+        origin, spatial, plan, grid = _plan_roi(model, roi, spatial, options)
     transforms = None
     if tta:
         transforms = tta_module.dihedral_transforms(flip_z=plan.model_ndim == 3)
@@ -175,7 +185,6 @@ def predict_volume(
     raw3 = _WithZ(raw) if two_d else raw
     out3 = (out[None] if isinstance(out, np.ndarray) else _WithZ(out)) if two_d else out
 
-    grid = plan.grid
     sink = (_Sink if isinstance(out, np.ndarray) else _BlockSink)(out3, grid, weight=float(weight))
     reader = _Reader(raw3, grid, normalize, plan.in_channels, squeeze=in_channels == 1,
                      origin=(0, *origin) if two_d else origin)
@@ -358,6 +367,22 @@ class _BlockSink(_Sink):
                 box = (*block.write, slice(None))
                 self.out[box] = self.out[box] + entry[0]
                 del self.buffers[b]
+
+
+def _plan_roi(model, roi, spatial, options):
+    """``(start, shape, plan, grid)`` for predicting a box of a volume as the whole volume is.
+
+    An equivariant model whose period the box starts on tiles the box by itself;
+    any other gets the whole volume's tiles that reach into the box.
+    """
+    start, shape = _check_roi(roi, spatial)
+    if is_equivariant(model):
+        plan = plan_prediction(model, shape, **options)
+        if all(s % p == 0 for s, p in zip(start, plan.period[-len(start):])):
+            return start, shape, plan, plan.grid
+    plan = plan_prediction(model, spatial, **options)
+    box = tuple(slice(s, s + n) for s, n in zip(start, shape))
+    return start, shape, plan, plan.grid.restrict(box if len(box) == 3 else (slice(0, 1), *box))
 
 
 def _check_roi(roi, spatial):

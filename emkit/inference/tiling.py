@@ -43,6 +43,11 @@ construction::
 ``valid`` stitching takes each voxel from exactly one tile: tile ``k`` owns the
 voxels from the midpoint of its overlap with tile ``k - 1`` to the midpoint of
 its overlap with tile ``k + 1``.
+
+A box of the volume (a block of blockwise prediction) is predicted exactly as
+the whole volume is by the grid's own tiles that reach into it, with the grid's
+weights (:meth:`TileGrid.restrict`): tiles that straddle a face of the box are
+computed by the boxes on both sides, each keeping its own part.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -238,6 +243,9 @@ class TileGrid:
             the context ``c = I - O`` before it).
         starts: Output tile starts per axis (:func:`axis_starts`).
         blend: ``"bump"``, ``"gaussian"`` or ``"valid"``.
+        normalized: Per axis, the normalized weights of the tiles (one ndarray
+            of shape ``(O,)`` per start), when they come from a larger grid
+            (:meth:`restrict`); None: worked out from ``starts`` over ``volume_shape``.
     """
 
     volume_shape: tuple[int, int, int]
@@ -245,6 +253,9 @@ class TileGrid:
     output_shape: tuple[int, int, int]
     starts: tuple[tuple[int, ...], ...]
     blend: str
+    normalized: tuple[tuple[np.ndarray, ...], ...] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def context_before(self) -> tuple[int, ...]:
@@ -276,8 +287,82 @@ class TileGrid:
         """All tiles, z slowest, x fastest."""
         return [self.tile(index) for index in itertools.product(*map(range, self.shape))]
 
+    def restrict(self, box) -> TileGrid:
+        """The tiles of this grid that contribute to a box of the volume, as a grid of the box.
+
+        A prediction of the box with the returned grid computes the same tiles,
+        at the same places and with the same weights, as this grid's prediction
+        of the whole volume, so it equals that prediction inside the box for any
+        model (one whose output depends on where a tile lies, a same-padded
+        U-Net, included). A tile that straddles a face of the box is computed
+        whole and cut to it, so neighbouring boxes both compute it::
+
+            volume    |0 ........................................ N)
+            grid      [ tile 0 ]
+                             [ tile 1 ]
+                                    [ tile 2 ]
+                                           [ tile 3 ]
+            box                   |.........|
+            restricted        [ tile 1 ]              tiles 1 and 2, written
+                                    [ tile 2 ]        only inside the box
+
+        Args:
+            box: One ``slice(start, stop)`` per axis ``(z, y, x)``, step 1,
+                non-empty, inside ``volume_shape``.
+
+        Returns:
+            A :class:`TileGrid` whose ``volume_shape`` is the box's shape and whose
+            coordinates start at the box's start. Its tiles are this grid's tiles
+            with non-zero weight in the box (for ``"bump"`` and ``"gaussian"``
+            those whose write region meets it; for ``"valid"`` those that own a
+            voxel of it), shifted; their read regions may reach outside the box
+            (read them from the whole volume, mirrored only at its own edges).
+            Their write regions are cut to the box, and their weights are this
+            grid's, zero outside the box.
+
+        >>> grid = tile_grid((1, 1, 10), (1, 1, 4), (1, 1, 4), overlap=2)
+        >>> grid.starts[2], grid.restrict((slice(0, 1), slice(0, 1), slice(4, 6))).starts[2]
+        ((0, 2, 4, 6), (-2, 0))
+        """
+        items = tuple(box) if isinstance(box, (tuple, list)) else (box,)
+        if len(items) != 3 or not all(
+            isinstance(s, slice)
+            and s.step in (None, 1)
+            and isinstance(s.start, (int, np.integer))
+            and isinstance(s.stop, (int, np.integer))
+            and 0 <= s.start < s.stop <= n
+            for s, n in zip(items, self.volume_shape)
+        ):
+            raise InputError(
+                f"box: expected 3 slices (z, y, x) of step 1 with 0 <= start < stop <= "
+                f"{self.volume_shape}, got {box!r}"
+            )
+        starts, normalized = [], []
+        for axis, s in enumerate(items):
+            lo, hi, tile = int(s.start), int(s.stop), self.output_shape[axis]
+            axis_starts_, axis_weights = [], []
+            for start, w in zip(self.starts[axis], self._axis_weights[axis]):
+                a, b = max(lo - start, 0), min(hi - start, tile)
+                if a < b and np.any(w[a:b]):
+                    cut = np.zeros_like(w)
+                    cut[a:b] = w[a:b]
+                    axis_starts_.append(start - lo)
+                    axis_weights.append(cut)
+            starts.append(tuple(axis_starts_))
+            normalized.append(tuple(axis_weights))
+        return TileGrid(
+            volume_shape=tuple(int(s.stop - s.start) for s in items),
+            input_shape=self.input_shape,
+            output_shape=self.output_shape,
+            starts=tuple(starts),
+            blend=self.blend,
+            normalized=tuple(normalized),
+        )
+
     @cached_property
     def _axis_weights(self) -> tuple[tuple[np.ndarray, ...], ...]:
+        if self.normalized is not None:
+            return self.normalized
         return tuple(
             _normalized_weights(n, o, starts, self.blend)
             for n, o, starts in zip(self.volume_shape, self.output_shape, self.starts)
