@@ -4,6 +4,7 @@
         [--workers 1,2] [--stages predict,segment] [--no-overhead] [--try-small]
     nice -n 5 python benchmarks/blockwise.py --graph-memory "64,512,512;128,1024,1024" \
         --block 64,64,64 --threshold 0.5
+    nice -n 5 python benchmarks/blockwise.py --top-graph 80,128,128 --threshold 0.5 [--bins 64]
 
 1. A synthetic raw volume is written chunk by chunk to Zarr (never whole in memory):
    box-shaped cells of constant intensity with noise, so that a fixed "affinity model"
@@ -21,11 +22,22 @@
 ``--graph-memory Z,Y,X[;Z,Y,X...]`` measures instead the memory of the agglomeration
 of ``segment_blockwise`` against the size of the region graph, on synthetic
 affinities (the box cells below, smooth noise) written chunk by chunk: for each shape
-it segments once, then runs in fresh processes, each sampling its own resident memory
-(psutil, every 5 ms) above what it held before: (a) the agglomeration of the whole
+it segments once, then runs in fresh processes, each measuring its own peak resident
+memory (below) above what it held before: (a) the agglomeration of the whole
 stitched graph in one process, as ``segment_blockwise`` did before it was
 hierarchical, (b) every hierarchical chunk task in turn, as one worker would (its
-peak is the largest task's), and (c) the task that joins the merges into the tables.
+peak is the largest task's; with the regions and edges it read, and the most any task's
+peak was of ``hierarchy.chunk_memory``'s estimate), and (c) the task that joins the
+merges into the tables. The peak is Linux's high-water mark of resident memory
+(``VmHWM``, reset through ``/proc/self/clear_refs``; psutil samples every 5 ms
+elsewhere, which miss what a numba loop allocates, as it holds the GIL), and the
+processes run with a Dask worker's environment (``distributed.nanny.pre-spawn-environ``: glibc
+gives freed memory back).
+
+``--top-graph Z,Y,X`` measures the top chunk task alone, and the tables step, on a
+synthetic job (:func:`write_top_job`): a lattice of Z x Y x X regions, every one frozen
+in the 2 x 2 blocks below the top (as frozen regions propagate on real data), about 5
+edges per region; ``--bins`` for quantile scoring.
 """
 
 from __future__ import annotations
@@ -196,7 +208,6 @@ def write_cell_affinities(path, shape, chunks=(64, 128, 128), seed=0):
 
 def graph_memory(shapes, work, block, halo, threshold):
     """Segments each shape blockwise, then measures the agglomeration's memory."""
-    import subprocess
 
     from emkit.blockwise import segment_blockwise, store
 
@@ -222,9 +233,7 @@ def graph_memory(shapes, work, block, halo, threshold):
                "largest_chunk_edges": summary["largest_chunk_edges"],
                "segments": summary["segments"][0], "segment_seconds": round(seconds, 1)}
         for mode in ("whole", "hierarchy", "tables"):
-            done = subprocess.run([sys.executable, __file__, "--measure", mode, str(kept["job"])],
-                                  check=True, capture_output=True, text=True)
-            row[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+            row[mode] = measure_in_child(mode, kept["job"])
         row["bytes_per_edge_whole"] = round((row["whole"]["peak_mib"] << 20) / row["edges"])
         print(json.dumps(row), file=sys.stderr, flush=True)
         report.append(row)
@@ -233,38 +242,224 @@ def graph_memory(shapes, work, block, halo, threshold):
     return report
 
 
+# --------------------------------------------------------------------------- top chunk
+
+
+def write_top_job(folder, regions, *, stop=0.5, bins=0, seed=0):
+    """A synthetic job folder whose top chunk (level 1, 2 x 2 blocks) holds a large graph.
+
+    Regions on a lattice of shape ``regions`` ``(Z, Y, X)`` (X even), each two fragments
+    along x; every region is frozen in its block (level 0 done), as on real data, where
+    frozen regions propagate; the top chunk freezes nothing. Block edges: the region
+    lattice's 6-neighbours plus two diagonals; face edges: fragment pairs across the two
+    inner planes, a few of them joined pairs. Scores uniform, counts 1..50; with
+    ``bins``, quantile scoring of random histograms (counts their sums).
+
+    Returns:
+        ``(regions, edges, fragments)`` of the top chunk's graph (edges before parallel
+        face edges are summed).
+    """
+    from emkit.blockwise import hierarchy, store
+    from emkit.blockwise.grid import block_grid
+    from emkit.postprocess.options import SegmentOptions
+
+    rz, ry, rx = regions
+    if ry % 2 or rx % 4:
+        raise SystemExit(f"--top-graph {regions}: Y must be even and X a multiple of 4")
+    shape = (rz, ry, 2 * rx)  # fragments, one voxel each
+    block = (rz + 1, ry // 2, rx)  # ids below the stride
+    grid = block_grid((rz + 1, ry, 2 * rx), block, context=((1, 1, 1), (1, 1, 1)))
+    stride = int(np.prod(block))
+    rng = np.random.default_rng(seed)
+
+    def frag_id(z, y, x):
+        b = (y // block[1]) * 2 + x // block[2]
+        return b * stride + 1 + np.ravel_multi_index((z, y % block[1], x % block[2]), block)
+
+    def bounds(z, y, xr):  # face bounds of regions at (z, y, xr)
+        fmin = np.full((z.size, 3), hierarchy.NO_FACE[0], np.int32)
+        fmax = np.full((z.size, 3), hierarchy.NO_FACE[1], np.int32)
+        for axis, near in ((1, (y == ry // 2 - 1) | (y == ry // 2)),
+                           (2, (xr == rx // 2 - 1) | (xr == rx // 2))):
+            fmin[near, axis] = fmax[near, axis] = 1
+        return fmin, fmax
+
+    z, y, xr = (a.ravel() for a in np.indices(regions))
+    child = (y // block[1]) * 2 + (2 * xr) // block[2]
+    region = frag_id(z, y, 2 * xr)
+    lattice = np.arange(z.size).reshape(regions)
+    pairs = []
+    for d in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1), (1, 1, 0)):
+        lo = lattice[tuple(slice(0, n - k) for n, k in zip(regions, d))].ravel()
+        hi = lattice[tuple(slice(k, None) for k in d)].ravel()
+        same = child[lo] == child[hi]
+        pairs.append((lo[same], hi[same]))
+    eu = np.concatenate([p[0] for p in pairs])
+    ev = np.concatenate([p[1] for p in pairs])
+    del pairs
+    count = rng.integers(1, 51, eu.size)
+    total = count * rng.random(eu.size)
+    edges = eu.size
+    frags = 2 * z.size
+    top = hierarchy.chunks(grid, 1)[0]
+    for c in range(4):
+        mine = np.flatnonzero(child == c)
+        order = mine[np.argsort(region[mine])]
+        fmin, fmax = bounds(z[order], y[order], xr[order])
+        e = np.flatnonzero(child[eu] == c)
+        cz, cy, cx = z[order], y[order], xr[order]
+        boundary = ((fmin != hierarchy.NO_FACE[0]).any(axis=1))
+        fr = [frag_id(cz, cy, 2 * cx), frag_id(cz, cy, 2 * cx + 1)]
+        frag = np.concatenate([f[boundary] for f in fr])
+        rep = np.concatenate([region[order][boundary]] * 2)
+        ffmin = np.concatenate([fmin[boundary]] * 2)
+        ffmax = np.concatenate([fmax[boundary]] * 2)
+        hist = _histograms(rng, e.size, bins)
+        path = folder / "agglomerate" / "0" / f"{c}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.save_npz_atomic(
+            path, a=fr[0], b=fr[1], score=np.sort(rng.random(order.size) * stop),
+            nodes=region[order], fmin=fmin, fmax=fmax, u=region[eu[e]], v=region[ev[e]],
+            count=hist.sum(axis=1, dtype=np.int64) if bins else count[e], total=total[e],
+            hist=hist,
+            frag=frag,
+            frag_fmin=ffmin, frag_fmax=ffmax, frag_rep=rep, edges_in=np.int64(3 * order.size))
+        store.mark_done(folder, "agglomerate-0", c)
+        (folder / "graphs").mkdir(exist_ok=True)
+        store.save_npz_atomic(folder / "graphs" / f"{c}.npz", n=np.int64(2 * order.size),
+                              sizes=rng.integers(1, 200, 2 * order.size),
+                              u=np.zeros(6 * order.size, np.int64))
+    del eu, ev, count, total
+    faces = {b: [] for b in range(4)}
+    for axis, (plane_y, plane_x) in ((1, (ry // 2, None)), (2, (None, rx))):
+        fz, fy, fx = (a.ravel() for a in np.indices(shape))
+        near = (fy == plane_y) if axis == 1 else (fx == plane_x)
+        fz, fy, fx = fz[near], fy[near], fx[near]
+        after = frag_id(fz, fy, fx)
+        before = frag_id(fz, fy - (axis == 1), fx - (axis == 2))
+        blocks = (after - 1) // stride
+        cnt = rng.integers(1, 51, after.size)
+        joined = rng.random(after.size) < 0.01
+        for b in np.unique(blocks):
+            k = blocks == b
+            hist = _histograms(rng, k.sum(), bins)
+            faces[int(b)].append({
+                "u": np.minimum(before, after)[k].astype(np.uint64),
+                "v": np.maximum(before, after)[k].astype(np.uint64),
+                "count": hist.sum(axis=1, dtype=np.int64) if bins else cnt[k],
+                "total": cnt[k] * rng.random(k.sum()), "hist": hist,
+                "joined_u": np.minimum(before, after)[k & joined].astype(np.uint64),
+                "joined_v": np.maximum(before, after)[k & joined].astype(np.uint64),
+                "axis": np.full(k.sum(), axis, np.int8),
+                "joined_axis": np.full((k & joined).sum(), axis, np.int8)})
+        edges += after.size
+    (folder / "faces").mkdir(exist_ok=True)
+    for b, parts in faces.items():
+        if not parts:
+            parts = [{"u": np.zeros(0, np.uint64), "v": np.zeros(0, np.uint64),
+                      "count": np.zeros(0, np.int64), "total": np.zeros(0),
+                      "hist": np.zeros((0, 1), np.uint32), "joined_u": np.zeros(0, np.uint64),
+                      "joined_v": np.zeros(0, np.uint64), "axis": np.zeros(0, np.int8),
+                      "joined_axis": np.zeros(0, np.int8)}]
+        store.save_npz_atomic(folder / "faces" / f"{b}.npz",
+                              **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    options = SegmentOptions(thresholds=(stop,), scoring="quantile" if bins else "mean",
+                             bins=bins or 64)
+    params = {"stage": "segment", "affs": "none", "shape": [3, rz + 1, ry, 2 * rx],
+              "block_shape": block,
+              "halo": [1, 1, 1], "options": options.to_dict(), "outputs": []}
+    (folder / "job.json").write_text(json.dumps(params))
+    assert top.level == 1
+    return z.size, edges, frags
+
+
+def _histograms(rng, rows, bins):
+    """Random affinity histograms of ``rows`` edges (each sums to 1 or more), or none."""
+    if not bins:
+        return np.zeros((0, 1), np.uint32)
+    hist = rng.integers(0, 3, (rows, bins), dtype=np.uint32)
+    hist[np.arange(rows), rng.integers(0, bins, rows)] += 1
+    return hist
+
+
+def top_graph(regions, work, threshold, bins=0):
+    """Builds the synthetic top chunk of :func:`write_top_job`; measures its task and the
+    tables step, each in a fresh process."""
+
+    folder = work / "top"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    n, edges, frags = write_top_job(folder, regions, stop=threshold, bins=bins)
+    row = {"regions_shape": regions, "bins": bins, "regions": n, "edges": edges,
+           "fragments": frags}
+    for mode in ("top", "tables"):
+        row[mode] = measure_in_child(mode, folder)
+    top = row["top"]["peak_mib"] << 20
+    row["top_bytes_per_edge"] = round(top / edges)
+    row["top_bytes_per_region"] = round(top / n)
+    row["tables_bytes_per_fragment"] = round((row["tables"]["peak_mib"] << 20) / frags)
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+
+def measure_in_child(mode, folder) -> dict:
+    """:func:`measure` in a fresh process with a Dask worker's environment (its
+    ``distributed.nanny.pre-spawn-environ``: glibc trims freed memory, one BLAS thread)."""
+    import subprocess
+
+    import dask
+    import distributed  # noqa: F401  (its configuration)
+
+    env = {**os.environ, **{k: str(v) for k, v in
+                            dask.config.get("distributed.nanny.pre-spawn-environ").items()}}
+    done = subprocess.run([sys.executable, __file__, "--measure", mode, str(folder)],
+                          check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _job(folder):
+    """The :class:`~emkit.blockwise.segment.SegmentJob` of a job folder, from its job.json."""
+    from emkit.blockwise import segment as bw
+    from emkit.blockwise.grid import block_grid
+    from emkit.postprocess.options import SegmentOptions
+
+    params = json.loads((Path(folder) / "job.json").read_text())
+    options = SegmentOptions(**{**params["options"],
+                                "thresholds": tuple(params["options"]["thresholds"])})
+    halo = tuple(params["halo"])
+    grid = block_grid(params["shape"][1:], params["block_shape"], context=(halo, halo))
+    return bw.SegmentJob(affs=params["affs"], folder=str(folder), grid=grid, options=options)
+
+
 def measure(mode, folder):
     """One agglomeration of the job in ``folder``; prints its peak memory (JSON)."""
     import psutil
 
     from emkit.blockwise import hierarchy
     from emkit.blockwise import segment as bw
-    from emkit.blockwise.grid import block_grid
     from emkit.postprocess.agglomeration import history_indices, threshold_luts
-    from emkit.postprocess.options import SegmentOptions
     from emkit.postprocess.rag import RegionGraph
 
     folder = Path(folder)
-    params = json.loads((folder / "job.json").read_text())
-    options = SegmentOptions(**{**params["options"],
-                                "thresholds": tuple(params["options"]["thresholds"])})
-    halo = tuple(params["halo"])
-    grid = block_grid(params["shape"][1:], params["block_shape"], context=(halo, halo))
-    job = bw.SegmentJob(affs=params["affs"], folder=str(folder), grid=grid, options=options)
+    job = _job(folder)
+    grid = job.grid
+    options = job.options
     tiny = RegionGraph(np.array([1]), np.array([2]), np.array([1]), np.array([0.9]),
                        np.ones(1, np.float32))
     history_indices(tiny, 3, scoring="mean", quantile=0.5, stop=0.5)  # compiled before
-    hierarchy.agglomerate_chunk(  # the baseline is taken, as is the tiny graph's memory
-        {**hierarchy.empty_graph(0), "frag": np.zeros(0, np.int64),
-         "frag_fmin": np.zeros((0, 3), np.int32), "frag_fmax": np.zeros((0, 3), np.int32),
-         "frag_rep": np.zeros(0, np.int64)}, hierarchy.chunks(grid, 0)[0],
-        scoring="mean", quantile=0.5, stop=0.5)
+    with tempfile.TemporaryDirectory() as warm:  # the baseline is taken, as is the tiny
+        write_top_job(Path(warm), (2, 4, 4))      # job's memory: the tasks compiled before
+        small = _job(warm)
+        bw.agglomerate_task(hierarchy.chunks(small.grid, 1)[0], small)
+        bw.tables_job(small)
     me = psutil.Process()
     base = me.memory_info().rss
     peak = [base]
     stop = threading.Event()
+    exact = _reset_peak_rss()  # the kernel's high-water mark, else samples
 
-    def sample():
+    def sample():  # a numba loop holds the GIL: samples miss what it allocates
         while not stop.is_set():
             peak[0] = max(peak[0], me.memory_info().rss)
             time.sleep(0.005)
@@ -308,15 +503,67 @@ def measure(mode, folder):
         for stage in (folder / "markers").glob("agglomerate-*"):
             shutil.rmtree(stage)
         for level in range(hierarchy.top_level(grid.shape) + 1):
-            edges = [bw.agglomerate_task(c, job) for c in hierarchy.chunks(grid, level)]
+            edges = [_task(chunk, job, base, exact, info) for chunk in hierarchy.chunks(grid, level)]
             info[f"level_{level}_largest_edges"] = max(edges)
+    elif mode == "top":  # the top level alone, its children done
+        top = hierarchy.top_level(grid.shape)
+        shutil.rmtree(folder / "agglomerate" / str(top), ignore_errors=True)
+        shutil.rmtree(folder / "markers" / f"agglomerate-{top}", ignore_errors=True)
+        for chunk in hierarchy.chunks(grid, top):
+            info["edges_in"] = _task(chunk, job, base, exact, info)
     else:
         bw.tables_job(job)
     seconds = time.perf_counter() - t
     stop.set()
     sampler.join()
+    if exact:  # the tasks' peaks, or the kernel's since the last reset
+        peak[0] = max(_peak_rss(), base + (info.get("task_peak_mib", 0) << 20))
     print(json.dumps({"peak_mib": (peak[0] - base) >> 20, "seconds": round(seconds, 1),
-                      **info}))
+                      "peak": "VmHWM" if exact else "sampled", **info}))
+
+
+def _task(chunk, job, base, exact, info) -> int:
+    """One chunk task; with ``exact`` peaks, notes in ``info`` the largest task (its
+    peak above ``base``, the regions and edges it read) and the most its peak was of the
+    estimate of ``hierarchy.chunk_memory`` (where this emkit has it)."""
+    from emkit.blockwise import hierarchy
+    from emkit.blockwise import segment as bw
+
+    if not exact:
+        return bw.agglomerate_task(chunk, job)
+    size = bw.chunk_size(chunk, job) if hasattr(bw, "chunk_size") else None
+    _reset_peak_rss()
+    edges = bw.agglomerate_task(chunk, job)
+    peak = _peak_rss() - base
+    if peak > info.get("task_peak_mib", -1) << 20:
+        info["task_peak_mib"] = peak >> 20
+        if size:
+            info["task_regions"], info["task_edges_read"] = size
+            info["task_estimate_mib"] = hierarchy.chunk_memory(
+                *size, job.options.histogram_bins) >> 20
+    if size:
+        estimate = hierarchy.chunk_memory(*size, job.options.histogram_bins)
+        info["most_of_estimate"] = round(max(info.get("most_of_estimate", 0), peak / estimate), 2)
+    return edges
+
+
+def _reset_peak_rss() -> bool:
+    """Resets this process's peak resident memory (Linux); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _peak_rss() > 0
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory since :func:`_reset_peak_rss`, bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) << 10
+    return 0
 
 
 def main(argv=None):
@@ -345,7 +592,20 @@ def main(argv=None):
     parser.add_argument("--graph-memory", metavar="Z,Y,X[;Z,Y,X...]",
                         help="measure the agglomeration's memory against the region graph's "
                              "size on synthetic affinities of these shapes (and nothing else)")
+    parser.add_argument("--top-graph", metavar="Z,Y,X",
+                        help="measure the top agglomeration task and the tables step on a "
+                             "synthetic top chunk of Z x Y x X regions (X a multiple of 4), "
+                             "every region frozen below it (and nothing else)")
+    parser.add_argument("--bins", type=int, default=0,
+                        help="with --top-graph: quantile scoring of histograms of this many "
+                             "bins (default 0: mean scoring)")
     args = parser.parse_args(argv)
+    if args.top_graph:
+        regions = tuple(int(v) for v in args.top_graph.split(","))
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="emkit-top-graph-"))
+        print(json.dumps(top_graph(regions, work, args.threshold, args.bins), indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.graph_memory:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.graph_memory.split(";")]
         work = Path(args.workdir or tempfile.mkdtemp(prefix="emkit-graph-memory-"))

@@ -25,6 +25,7 @@ from emkit.blockwise import (
     stitch,
     store,
 )
+from emkit.blockwise import cluster as bw_cluster
 from emkit.blockwise import predict as bw_predict
 from emkit.blockwise import segment as bw_segment
 from emkit.errors import EmkitError, InputError, MissingDataError, OverwriteError
@@ -526,6 +527,97 @@ def test_segment_resumes_a_relabelling_with_several_thresholds(tmp_path, client,
         np.testing.assert_array_equal(read_volume(first), read_volume(second))
     sizes = np.bincount(read_volume(summary["outputs"][1]).ravel())
     assert sizes[1:].min() >= 50 and sizes[0] > 0  # whole objects under 50 voxels are gone
+
+
+def test_memory_check_names_the_chunk_and_a_limit_that_would_do():
+    grid = block_grid((40, 48, 48), (20, 24, 24))
+    [top] = hierarchy.chunks(grid, hierarchy.top_level(grid.shape))
+    need = hierarchy.chunk_memory(1000, 5000)
+    assert need == 5000 * hierarchy.BYTES_PER_EDGE + 1000 * hierarchy.BYTES_PER_REGION + \
+        hierarchy.BYTES_ONCE
+    assert hierarchy.chunk_memory(1000, 5000, bins=64) == need + 5000 * 64 * hierarchy.BYTES_PER_BIN
+    hierarchy.check_memory(top, 1000, 5000, 0, memory_limit=(need + 100) / 0.5, in_use=100,
+                           fraction=0.5)  # fits
+    with pytest.raises(InputError) as error:
+        hierarchy.check_memory(top, 1000, 5000, 0, memory_limit=need, in_use=2**30)
+    message = str(error.value)
+    for part in ("agglomerate-1: chunk (0, 0, 0)", "0:40, 0:48, 0:48", "1,000 regions",
+                 "5,000 edges", "95% of its memory limit", "--memory-limit", "resumes"):
+        assert part in message, part
+    enough = float(message.split("about ")[2].split(" GiB")[0])
+    assert enough * 2**30 * 0.95 >= 2**30 + need  # the limit it names would do
+
+
+def test_worker_memory_limit_is_read_inside_a_worker_only(client):
+    assert bw_cluster.worker_memory_limit() is None
+    limit, fraction = client.submit(bw_cluster.worker_memory_limit, pure=False).result()
+    assert limit > 2**20 and fraction == 0.95
+
+
+def test_segment_refuses_a_chunk_over_the_memory_limit_then_resumes(tmp_path, client,
+                                                                     monkeypatch):
+    _, _, spec = _toy_affs(tmp_path)
+    options = {"block_shape": (20, 24, 24), "halo": 4, "client": client, "progress": False}
+    monkeypatch.setattr(bw_cluster, "worker_memory_limit", lambda: (2**20, 0.95))
+    with pytest.raises(InputError, match=r"agglomerate-0: chunk \(.*regions and .* edges.*"
+                                         r"--memory-limit"):
+        segment_blockwise(spec, tmp_path / "seg.zarr", **options)
+    # tasks that a worker took before the abort also meet the limit: none is done
+    assert not settled_done(store.job_folder(tmp_path / "seg.zarr"), "agglomerate-0")
+    monkeypatch.setattr(bw_cluster, "worker_memory_limit", lambda: None)
+    summary = segment_blockwise(spec, tmp_path / "seg.zarr", **options)
+    assert summary["resumed"] and summary["run"]["fragments"] == 0
+    assert summary["run"]["agglomerate"] == 18 + 4 + 1
+
+
+def test_chunk_size_counts_what_the_chunk_reads(tmp_path, client, monkeypatch):
+    _, _, spec = _toy_affs(tmp_path)
+    kept = _kept_job_folder(monkeypatch)
+    segment_blockwise(spec, tmp_path / "seg.zarr", block_shape=(20, 24, 24), halo=4,
+                      client=client, progress=False)
+    folder = kept["folder"]
+    job = bw_segment.SegmentJob(affs=spec, folder=str(folder),
+                                grid=block_grid((40, 72, 72), (20, 24, 24),
+                                                context=((4,) * 3, (4,) * 3)))
+    for chunk in hierarchy.chunks(job.grid, 1) + hierarchy.chunks(job.grid, 0)[:3]:
+        regions, edges = bw_segment.chunk_size(chunk, job)
+        graph = bw_segment.chunk_graph(chunk, job)
+        united = len(graph.get("joined_b", ()))  # pieces of a fragment united: one region
+        assert regions == len(graph["nodes"]) + united and edges >= len(graph["u"]) > 0
+
+
+def test_npz_shape_reads_shapes_from_the_header(tmp_path):
+    path = tmp_path / "a.npz"
+    store.save_npz_atomic(path, u=np.arange(7), hist=np.zeros((5, 3), np.uint32), n=3)
+    assert store.npz_shape(path, "u") == (7,) and store.npz_shape(path, "hist") == (5, 3)
+    assert store.npz_shape(path, "n") == ()
+
+
+def test_threshold_tables_number_segments_by_their_least_node():
+    rng = np.random.default_rng(0)
+    n = 200
+    a, b = rng.integers(1, n, 150), rng.integers(1, n, 150)
+    score = rng.random(150)
+    sizes = rng.integers(1, 9, n)
+    from emkit.postprocess.agglomeration import apply_merges
+    from emkit.postprocess.graph_kernels import roots
+
+    for given in (score, np.sort(score)):  # unsorted, and already in order
+        order = np.argsort(given, kind="stable")
+        got = hierarchy.threshold_tables(a, b, given, n, [0.3, 0.7], sizes, dust_size=12)
+        for threshold, table in zip([0.3, 0.7], got):
+            parent = np.arange(n)
+            upto = int(np.searchsorted(given[order], threshold))
+            apply_merges(parent, a[order], b[order], 0, upto)
+            root = roots(parent)
+            expected = np.zeros(n, np.int64)
+            expected[1:] = np.unique(root[1:], return_inverse=True)[1] + 1
+            voxels = np.bincount(expected, weights=sizes)
+            keep = voxels >= 12
+            keep[0] = False
+            renumber = np.zeros(keep.size, np.int64)
+            renumber[keep] = np.arange(1, keep.sum() + 1)
+            np.testing.assert_array_equal(table, renumber[expected])
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -4,8 +4,10 @@ This is the only module of emkit that imports ``dask.distributed``. Work runs on
 :class:`distributed.LocalCluster` by default (``workers`` processes of one thread
 each: the model and numba loops hold the GIL, so processes, not threads, run in
 parallel), or on a running cluster given by its scheduler address
-(``tcp://host:8786``). emkit writes no scheduler of its own; it submits one task per
-block and waits for them, so retries, work stealing and worker loss are Dask's.
+(``tcp://host:8786``). Local worker processes split the cores between their
+TensorFlow thread pools (:func:`worker_environment`). emkit writes no scheduler of its
+own; it submits one task per block and waits for them, so retries, work stealing and
+worker loss are Dask's.
 
 >>> with connect(workers=2) as client:                      # doctest: +SKIP
 ...     run_blocks(client, work, blocks, desc="predict")
@@ -14,6 +16,7 @@ block and waits for them, so retries, work stealing and worker loss are Dask's.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -63,15 +66,62 @@ def connect(scheduler: str | None = None, *, workers: int = 1, processes: bool =
         return
     if not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers: expected an int >= 1, got {workers!r}")
+    extra = {"env": worker_environment(workers)} if processes else {}
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker, processes=processes,
-        memory_limit=memory_limit, dashboard_address=None, silence_logs=logging.ERROR,
+        memory_limit=memory_limit, dashboard_address=None, silence_logs=logging.ERROR, **extra,
     )
     try:
         with Client(cluster) as client:
             yield client
     finally:
         cluster.close()
+
+
+def worker_environment(workers: int) -> dict[str, str]:
+    """Environment of local worker processes: the machine's cores split between them.
+
+    Dask already keeps OpenMP, MKL and OpenBLAS to one thread per worker; TensorFlow
+    keeps its own thread pools, which by default span every core, so two workers on
+    two cores would run four busy threads. Each worker's TensorFlow gets
+    ``cores // workers`` threads (at least one) instead.
+
+    Args:
+        workers: Local worker processes.
+
+    Returns:
+        ``TF_NUM_INTRAOP_THREADS`` and ``TF_NUM_INTEROP_THREADS``, as strings.
+
+    >>> import os; os.cpu_count() >= 1 and worker_environment(os.cpu_count() * 2)
+    {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1'}
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = str(max(1, (cores or 1) // workers))
+    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
+
+
+def worker_memory_limit() -> tuple[int, float] | None:
+    """This Dask worker's memory limit and the fraction of it where Dask restarts it.
+
+    The fraction is Dask's ``distributed.worker.memory.terminate`` (0.95 by default; 1
+    when terminating is off). Called inside a task.
+
+    Returns:
+        ``(bytes, fraction)``, or None outside a worker or for a worker without a limit.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit:
+        return None
+    import dask
+
+    fraction = dask.config.get("distributed.worker.memory.terminate", 0.95)
+    return int(limit), float(fraction) if fraction else 1.0
 
 
 def run_blocks(client, function: Callable, blocks: Iterable, *args, desc: str = "blocks",

@@ -26,12 +26,14 @@ are ignored), float in [0, 1] or uint8 read as value / 255.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emkit.blockwise import hierarchy, stitch, store
+from emkit.blockwise import cluster, hierarchy, stitch, store
 from emkit.blockwise.cluster import connect, run_blocks
 from emkit.blockwise.grid import Block, BlockGrid, block_grid
 from emkit.errors import InputError
@@ -301,7 +303,9 @@ def agglomerate_task(chunk: hierarchy.Chunk, job: SegmentJob) -> int:
 
     Level 0 reads the block's graph; a higher level reads its children's frozen graphs
     and the face edges between them (:mod:`~emkit.blockwise.hierarchy`). Writes the
-    chunk's merges and frozen graph to ``agglomerate/<level>/<id>.npz``.
+    chunk's merges and frozen graph to ``agglomerate/<level>/<id>.npz``. First, from
+    the sizes of what it will read, it checks that its memory
+    (:func:`~emkit.blockwise.hierarchy.chunk_memory`) fits the worker's memory limit.
 
     Args:
         chunk: The :class:`~emkit.blockwise.hierarchy.Chunk`.
@@ -309,35 +313,26 @@ def agglomerate_task(chunk: hierarchy.Chunk, job: SegmentJob) -> int:
 
     Returns:
         The edges the chunk agglomerated (0 when it was already done).
+
+    Raises:
+        InputError: the chunk needs more memory than the worker's limit leaves.
     """
     folder = Path(job.folder)
     stage = f"agglomerate-{chunk.level}"
     if store.is_done(folder, stage, chunk.id):
         return 0
     options = job.options
-    bins = options.histogram_bins
-    if chunk.level == 0:
-        block = job.grid.block(chunk.index)
-        with np.load(folder / "graphs" / f"{block.id}.npz") as graph:
-            graph = hierarchy.block_graph(graph, block, job.grid.shape, job.stride)
-    else:
-        parts = []
-        for child in hierarchy.children(chunk, job.grid):
-            with np.load(_chunk_file(folder, child)) as part:
-                parts.append({k: part[k] for k in part.files if k not in ("a", "b", "score")})
-        faces = []
-        for block_id, axis in hierarchy.inner_faces(chunk, job.grid):
-            with np.load(folder / "faces" / f"{block_id}.npz") as face:
-                rows, joined = face["axis"] == axis, face["joined_axis"] == axis
-                faces.append({k: face[k][rows] for k in ("u", "v", "count", "total")}
-                             | {"hist": face["hist"][rows] if bins else face["hist"],
-                                "joined_u": face["joined_u"][joined],
-                                "joined_v": face["joined_v"][joined]})
-        graph = hierarchy.joined_graph(parts, faces, bins)
-        del parts, faces
-    result = hierarchy.agglomerate_chunk(graph, chunk, scoring=options.scoring,
-                                         quantile=options.quantile,
-                                         stop=max(options.thresholds))
+    regions, edges = chunk_size(chunk, job)
+    limit = cluster.worker_memory_limit()
+    if limit is not None:
+        import psutil
+
+        hierarchy.check_memory(chunk, regions, edges, options.histogram_bins,
+                               memory_limit=limit[0], fraction=limit[1],
+                               in_use=psutil.Process().memory_info().rss)
+    result = hierarchy.agglomerate_chunk(  # the graph is not kept here: freed as it is used
+        chunk_graph(chunk, job), chunk, scoring=options.scoring, quantile=options.quantile,
+        stop=max(options.thresholds))
     path = _chunk_file(folder, chunk)
     path.parent.mkdir(parents=True, exist_ok=True)
     store.save_npz_atomic(path, **result)
@@ -345,6 +340,82 @@ def agglomerate_task(chunk: hierarchy.Chunk, job: SegmentJob) -> int:
                                               "merges": len(result["a"]),
                                               "frozen_edges": len(result["u"])})
     return int(result["edges_in"])
+
+
+def chunk_graph(chunk: hierarchy.Chunk, job: SegmentJob) -> dict:
+    """The graph that one chunk agglomerates, read from the job folder.
+
+    Args:
+        chunk: The :class:`~emkit.blockwise.hierarchy.Chunk`.
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        The graph layout of :func:`~emkit.blockwise.hierarchy.agglomerate_chunk`: the
+        block's graph at level 0, else the children's frozen graphs joined along the
+        faces between them (:func:`~emkit.blockwise.hierarchy.joined_graph`).
+    """
+    folder = Path(job.folder)
+    if chunk.level == 0:
+        block = job.grid.block(chunk.index)
+        with np.load(folder / "graphs" / f"{block.id}.npz") as graph:
+            return hierarchy.block_graph(graph, block, job.grid.shape, job.stride)
+    faces = _inner_face_edges(chunk, job)
+    with ExitStack() as opened:  # read one array at a time by joined_graph
+        parts = [opened.enter_context(np.load(_chunk_file(folder, child)))
+                 for child in hierarchy.children(chunk, job.grid)]
+        return hierarchy.joined_graph(parts, faces, job.options.histogram_bins)
+
+
+def _inner_face_edges(chunk: hierarchy.Chunk, job: SegmentJob) -> list[dict]:
+    """The face edges a chunk adds, one dict per inner face (in the order of
+    :func:`~emkit.blockwise.hierarchy.inner_faces`); each face file is read once."""
+    folder = Path(job.folder)
+    inner = hierarchy.inner_faces(chunk, job.grid)
+    uses = Counter(block_id for block_id, _ in inner)
+    opened, faces = {}, []
+    for block_id, axis in inner:
+        if block_id not in opened:
+            with np.load(folder / "faces" / f"{block_id}.npz") as face:
+                opened[block_id] = {k: face[k] for k in face.files}
+        face = opened[block_id]
+        rows, joined = face["axis"] == axis, face["joined_axis"] == axis
+        faces.append({k: face[k][rows] for k in ("u", "v", "count", "total")}
+                     | {"hist": face["hist"][rows] if job.options.histogram_bins
+                        else face["hist"],
+                        "joined_u": face["joined_u"][joined],
+                        "joined_v": face["joined_v"][joined]})
+        uses[block_id] -= 1
+        if not uses[block_id]:
+            del opened[block_id]
+    return faces
+
+
+def chunk_size(chunk: hierarchy.Chunk, job: SegmentJob) -> tuple[int, int]:
+    """The regions and edges (parallel ones counted apart) a chunk's graph will hold,
+    read from the headers of its files, not their data (but for the faces' axes, a
+    byte per face edge).
+
+    Args:
+        chunk: The :class:`~emkit.blockwise.hierarchy.Chunk`.
+        job: The :class:`SegmentJob`.
+
+    Returns:
+        ``(regions, edges)``.
+    """
+    folder = Path(job.folder)
+    if chunk.level == 0:
+        path = folder / "graphs" / f"{job.grid.block(chunk.index).id}.npz"
+        with np.load(path) as graph:
+            return int(graph["n"]), store.npz_shape(path, "u")[0]
+    regions = edges = 0
+    for child in hierarchy.children(chunk, job.grid):
+        path = _chunk_file(folder, child)
+        regions += store.npz_shape(path, "nodes")[0]
+        edges += store.npz_shape(path, "u")[0]
+    for block_id, axis in hierarchy.inner_faces(chunk, job.grid):
+        with np.load(folder / "faces" / f"{block_id}.npz") as face:
+            edges += int(np.count_nonzero(face["axis"] == axis))
+    return regions, edges
 
 
 def _chunk_file(folder: Path, chunk: hierarchy.Chunk) -> Path:
@@ -358,6 +429,11 @@ def tables_job(job: SegmentJob) -> list[int]:
     tasks) and ``tables.npz`` (the block offsets and counts, the segments per
     threshold, and the graph's size).
 
+    Memory: per fragment, 8 bytes of each table and, with dust, 8 of its size; per
+    merge (at most one per fragment) 16 bytes, sorted one array at a time; and the
+    work of :func:`~emkit.postprocess.agglomeration.threshold_luts`, 8 bytes per
+    fragment; never the region graph.
+
     Args:
         job: The :class:`SegmentJob`.
 
@@ -366,29 +442,44 @@ def tables_job(job: SegmentJob) -> list[int]:
     """
     folder = Path(job.folder)
     grid = job.grid
+    options = job.options
     counts = np.zeros(len(grid), np.int64)
-    sizes = [np.zeros(1, np.int64)]  # node 0, the background
     edges = 0
     for b in range(len(grid)):
         with np.load(folder / "graphs" / f"{b}.npz") as graph:
             counts[b] = int(graph["n"])
-            sizes.append(graph["sizes"].astype(np.int64))
-            edges += len(graph["u"])
-        with np.load(folder / "faces" / f"{b}.npz") as face:
-            edges += len(face["u"])
+        edges += store.npz_shape(folder / "graphs" / f"{b}.npz", "u")[0]
+        edges += store.npz_shape(folder / "faces" / f"{b}.npz", "u")[0]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    a, b, score, largest = [], [], [], 0
-    for level in range(hierarchy.top_level(grid.shape) + 1):
-        for chunk in hierarchy.chunks(grid, level):
-            with np.load(_chunk_file(folder, chunk)) as merges:
-                a.append(stitch.global_to_node(merges["a"], offsets, job.stride))
-                b.append(stitch.global_to_node(merges["b"], offsets, job.stride))
-                score.append(merges["score"])
-                largest = max(largest, int(merges["edges_in"]))
-    options = job.options
-    tables = hierarchy.threshold_tables(
-        np.concatenate(a), np.concatenate(b), np.concatenate(score), int(counts.sum()) + 1,
-        options.thresholds, np.concatenate(sizes), options.dust_size)
+    n_nodes = int(counts.sum()) + 1
+    sizes = None
+    if options.dust_size:
+        sizes = np.zeros(n_nodes, np.int64)  # node 0, the background, stays 0
+        for b in range(len(grid)):
+            with np.load(folder / "graphs" / f"{b}.npz") as graph:
+                sizes[offsets[b] + 1: offsets[b] + counts[b] + 1] = graph["sizes"]
+    files = [_chunk_file(folder, chunk) for level in range(hierarchy.top_level(grid.shape) + 1)
+             for chunk in hierarchy.chunks(grid, level)]
+    merges = sum(store.npz_shape(path, "score")[0] for path in files)
+    node = np.int32 if n_nodes < 2**31 else np.int64
+    a, b = np.empty(merges, node), np.empty(merges, node)
+    score = np.empty(merges, np.float64)
+    at, largest = 0, 0
+    for path in files:
+        with np.load(path) as chunk:
+            k = len(chunk["score"])
+            a[at:at + k] = stitch.global_to_node(chunk["a"], offsets, job.stride)
+            b[at:at + k] = stitch.global_to_node(chunk["b"], offsets, job.stride)
+            score[at:at + k] = chunk["score"]
+            largest = max(largest, int(chunk["edges_in"]))
+        at += k
+    order = np.argsort(score, kind="stable")  # sorted here, one array at a time
+    a = a[order]
+    b = b[order]
+    score = score[order]
+    del order
+    tables = hierarchy.threshold_tables(a, b, score, n_nodes, options.thresholds, sizes,
+                                        options.dust_size)
     segments = [int(t.max(initial=0)) for t in tables]
     for i, table in enumerate(tables):
         store.save_npy_atomic(folder / f"lut-{i}.npy", table)

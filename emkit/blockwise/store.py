@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +218,61 @@ def save_npz_atomic(path: Path, **arrays) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def _npz_member(source, key: str):
+    """An array of an ``.npz`` (a path or an opened file), positioned at its data;
+    yields ``(file, shape, dtype)``."""
+    import zipfile
+
+    with ExitStack() as stack:
+        archive = (source.zip if isinstance(source, np.lib.npyio.NpzFile)
+                   else stack.enter_context(zipfile.ZipFile(source)))
+        f = stack.enter_context(archive.open(f"{key}.npy"))
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+        if fortran and len(shape) > 1:
+            raise ValueError(f"{key} of {source}: Fortran order, expected C order")
+        yield f, tuple(shape), dtype
+
+
+def npz_shape(source, key: str) -> tuple[int, ...]:
+    """The shape of one array of an ``.npz`` file, read from its header, not its data.
+
+    Args:
+        source: The ``.npz`` file (saved uncompressed, as :func:`save_npz_atomic` does),
+            a path or opened with :func:`numpy.load`.
+        key: The array's name.
+
+    Returns:
+        Its shape.
+    """
+    with _npz_member(source, key) as (_, shape, _):
+        return shape
+
+
+def npz_rows(source, key: str, step: int = 1 << 16) -> Iterator[np.ndarray]:
+    """One array of an ``.npz`` file, ``step`` rows at a time, read straight from the
+    file: never the whole array in memory.
+
+    Args:
+        source: As for :func:`npz_shape`.
+        key: The array's name.
+        step: Rows per piece.
+
+    Yields:
+        ndarrays of up to ``step`` rows, in order.
+    """
+    with _npz_member(source, key) as (f, shape, dtype):
+        rows = shape[0] if shape else 1
+        for start in range(0, rows, step):
+            piece = np.empty((min(step, rows - start), *shape[1:]), dtype)
+            if piece.nbytes and f.readinto(memoryview(piece).cast("B")) != piece.nbytes:
+                raise ValueError(f"{key} of {source}: the file ends early")
+            yield piece
+
+
 def save_npy_atomic(path: Path, array) -> None:
     """Saves one array to ``path`` (.npy, memory-mappable) atomically."""
     tmp = _temp(path)
@@ -368,6 +425,8 @@ __all__ = [
     "is_done",
     "job_folder",
     "mark_done",
+    "npz_rows",
+    "npz_shape",
     "open_block_array",
     "open_chunked",
     "publish",

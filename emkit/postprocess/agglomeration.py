@@ -40,19 +40,16 @@ from emkit.postprocess._checks import (
 )
 from emkit.postprocess.graph_kernels import (
     find,
-    grow,
     heap_pop,
     heap_push,
-    roots,
-    table_get,
-    table_new,
-    table_put,
 )
 from emkit.postprocess.options import DEFAULTS, check_scoring
 from emkit.postprocess.rag import RegionGraph, region_graph_unchecked
 
 #: Histogram bins per edge for quantile scoring.
 DEFAULT_BINS = DEFAULTS.bins
+#: Fibonacci hashing's multiplier, 2^64 / golden ratio.
+_FIBONACCI = np.uint64(11400714819323198485)
 
 
 @dataclass(frozen=True)
@@ -101,27 +98,61 @@ def _key(a, b, n):
 
 
 @njit(cache=True)
-def _lookup(keys, values, a, b, n, eu, ev, alive):
-    """The live edge between regions ``a`` and ``b``, or -1 (stale entries ignored)."""
-    e = table_get(keys, values, _key(a, b, n))
-    if e >= 0 and alive[e] and ((eu[e] == a and ev[e] == b) or (eu[e] == b and ev[e] == a)):
-        return e
+def _table(expected, like):
+    """An empty edge table (-1 everywhere) with room for ``expected`` edges at load
+    factor 1/2; a power of 2 slots, of ``like``'s dtype."""
+    size = 16
+    while size < 2 * expected:
+        size *= 2
+    return np.full(size, -1, like.dtype)
+
+
+@njit(cache=True, inline="always")
+def _slot(table, key):
+    """The first slot to probe for ``key`` (Fibonacci hashing)."""
+    bits = np.uint64(64 - np.int64(np.log2(table.size)))
+    return np.int64((np.uint64(key) * _FIBONACCI) >> bits)
+
+
+@njit(cache=True)
+def _lookup(table, a, b, n, eu, ev, alive):
+    """The live edge between regions ``a`` and ``b``, or -1.
+
+    The table holds edge indices only, hashed by the regions an edge joined when it was
+    added; a slot whose edge is dead or now joins other regions is passed over (such
+    slots are stale, and their region pair never comes back: one of the two was absorbed).
+    """
+    mask = table.size - 1
+    i = _slot(table, _key(a, b, n))
+    while table[i] >= 0:
+        e = table[i]
+        if alive[e] and ((eu[e] == a and ev[e] == b) or (eu[e] == b and ev[e] == a)):
+            return e
+        i = (i + 1) & mask
     return -1
 
 
 @njit(cache=True)
-def _rebuild(keys, n, eu, ev, alive):
-    """A fresh table holding only the live edges."""
+def _add(table, e, key):
+    """Puts edge ``e`` in the first free slot for ``key``."""
+    mask = table.size - 1
+    i = _slot(table, key)
+    while table[i] >= 0:
+        i = (i + 1) & mask
+    table[i] = e
+
+
+@njit(cache=True)
+def _rebuild(table, n, eu, ev, alive):
+    """Empties the table and puts the live edges back, in place (they fill at most
+    half of it: never more than the edges it was made for); returns the slots used."""
+    table[:] = -1
     live = 0
     for e in range(eu.size):
         if alive[e]:
+            _add(table, e, _key(eu[e], ev[e], n))
             live += 1
-    keys, values = table_new(live)
-    used = 0
-    for e in range(eu.size):
-        if alive[e]:
-            used = table_put(keys, values, used, _key(eu[e], ev[e], n), e)
-    return keys, values, used
+    return live
 
 
 @njit(cache=True)
@@ -145,25 +176,33 @@ def edge_scores(total, count, hist, quantile):
 
 
 @njit(cache=True)
-def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, frozen):
+def merge_edges(n, eu, ev, total, count, hist, quantile, stop, order, frozen):
     """Merge edges in order of score until ``stop``; ``eu, ev, total, count, hist`` change.
 
-    The initial edges are taken in ``order`` (their ``initial`` scores sorted); only
-    rescored edges go through the heap, so most edges never touch it. No ``frozen``
-    region merges, and a region whose lowest edge leads to one is frozen too (``frozen``
-    changes; all False for an ordinary run; see emkit.blockwise.hierarchy).
+    The initial edges are taken in ``order`` (their scores sorted, stably; it may stop at
+    the first score ``>= stop``, see :func:`initial_order`); only rescored edges go
+    through the heap, and only those below ``stop``, so most edges never touch it. No
+    ``frozen`` region merges, and a region whose lowest edge leads to one is frozen too
+    (``frozen`` changes; all False for an ordinary run; see emkit.blockwise.hierarchy).
+
+    Memory: the work arrays take the dtype of ``eu`` (int32 halves them): per edge a
+    link of each end in the adjacency lists (2), a version (1) and 2 to 4 hash slots,
+    plus ``alive`` (bool); per region a list head, tail and length; per merge two
+    nodes and a score; per rescored edge waiting below ``stop`` a heap entry (a score
+    and two).
 
     Returns:
-        ``(a, b, score, alive)``: every merge (node indices ``0..n-1``) and which edges
-        are left, with their regions' current representatives in ``eu, ev``.
+        ``(a, b, score, alive)``: every merge (node indices ``0..n-1``, of the dtype of
+        ``eu``) and which edges are left, with their regions' current representatives in
+        ``eu, ev``.
     """
     n_edges = eu.size
-    head = np.full(n, -1, np.int64)
-    tail = np.full(n, -1, np.int64)
-    length = np.zeros(n, np.int64)
-    nxt = np.full(2 * n_edges, -1, np.int64)
-    tkeys, tvalues = table_new(n_edges)
-    used = 0
+    head = np.full(n, -1, eu.dtype)
+    tail = np.full(n, -1, eu.dtype)
+    length = np.zeros(n, eu.dtype)
+    nxt = np.full(2 * n_edges, -1, eu.dtype)
+    table = _table(n_edges, eu)
+    used = n_edges
     for e in range(n_edges):
         for side in range(2):
             node = eu[e] if side == 0 else ev[e]
@@ -174,26 +213,37 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, f
                 nxt[tail[node]] = h
             tail[node] = h
             length[node] += 1
-        used = table_put(tkeys, tvalues, used, _key(eu[e], ev[e], n), e)
+        _add(table, e, _key(eu[e], ev[e], n))
     alive = np.ones(n_edges, np.bool_)
-    version = np.zeros(n_edges, np.int64)
+    version = np.zeros(n_edges, eu.dtype)
     keys = np.empty(1024, np.float64)
-    items = np.empty(1024, np.int64)
-    tags = np.empty(1024, np.int64)
+    items = np.empty(1024, eu.dtype)
+    tags = np.empty(1024, eu.dtype)
     size = 0
     ptr = 0
-    merged_a = np.empty(1024, np.int64)
-    merged_b = np.empty(1024, np.int64)
-    merged_score = np.empty(1024, np.float64)
+    scored = -1  # the position in order whose score is in ``first``
+    first = 0.0
+    # Each merge leaves one region fewer, so there are at most n - 1; the pages of these
+    # arrays are only taken (resident) as merges are written.
+    merged_a = np.empty(max(n, 1), eu.dtype)
+    merged_b = np.empty(max(n, 1), eu.dtype)
+    merged_score = np.empty(max(n, 1), np.float64)
     m = 0
     while True:
-        if ptr < n_edges and (
+        # An initial edge rescored or dead is stale for good: pass it by. A live one
+        # still has its initial score, computed as edge_scores does.
+        while ptr < order.size and (not alive[order[ptr]] or version[order[ptr]] != 0):
+            ptr += 1
+        if ptr < order.size and scored != ptr:
+            first = _score(order[ptr], total, count, hist, quantile)
+            scored = ptr
+        if ptr < order.size and (
             size == 0
-            or initial[order[ptr]] < keys[0]
-            or (initial[order[ptr]] == keys[0] and order[ptr] < items[0])
+            or first < keys[0]
+            or (first == keys[0] and order[ptr] < items[0])
         ):
             e = order[ptr]
-            s = initial[e]
+            s = first
             tag = 0
             ptr += 1
         elif size > 0:
@@ -211,15 +261,12 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, f
             continue
         if length[a] < length[b]:
             a, b = b, a  # a absorbs b: walk the shorter adjacency list
-        merged_a = grow(merged_a, m + 1)
-        merged_b = grow(merged_b, m + 1)
-        merged_score = grow(merged_score, m + 1)
         merged_a[m], merged_b[m], merged_score[m] = a, b, s
         m += 1
         alive[e] = False
         # Walk b's list: join shared boundaries, hand b's own edges to a, and unlink
         # the half-edges of dead edges on the way, so no list is walked twice for them.
-        first = -1
+        start = -1
         last = -1
         live = 0
         h = head[b]
@@ -228,7 +275,7 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, f
             nh = nxt[h]
             if alive[e2]:
                 other = ev[e2] if eu[e2] == b else eu[e2]
-                f = _lookup(tkeys, tvalues, a, other, n, eu, ev, alive)
+                f = _lookup(table, a, other, n, eu, ev, alive)
                 if f >= 0:  # a and b share this neighbour: join the two boundaries
                     total[f] += total[e2]
                     count[f] += count[e2]
@@ -236,20 +283,21 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, f
                         hist[f, k] += hist[e2, k]
                     alive[e2] = False
                     version[f] += 1
-                    keys, items, tags, size = heap_push(
-                        keys, items, tags, size, _score(f, total, count, hist, quantile),
-                        f, version[f],
-                    )
+                    rescored = _score(f, total, count, hist, quantile)
+                    if rescored < stop:  # an entry at or above stop would only stop
+                        keys, items, tags, size = heap_push(
+                            keys, items, tags, size, rescored, f, version[f])
                 else:  # b's own neighbour: the edge now belongs to a, same score
                     if eu[e2] == b:
                         eu[e2] = a
                     else:
                         ev[e2] = a
-                    used = table_put(tkeys, tvalues, used, _key(a, other, n), e2)
-                    if 2 * used > tkeys.size:
-                        tkeys, tvalues, used = _rebuild(tkeys, n, eu, ev, alive)
-                    if first < 0:
-                        first = h
+                    _add(table, e2, _key(a, other, n))
+                    used += 1
+                    if 2 * used > table.size:
+                        used = _rebuild(table, n, eu, ev, alive)
+                    if start < 0:
+                        start = h
                     else:
                         nxt[last] = h
                     last = h
@@ -257,15 +305,41 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, initial, order, f
             h = nh
         head[b] = -1
         length[b] = 0
-        if first >= 0:
+        if start >= 0:
             nxt[last] = -1
             if head[a] < 0:
-                head[a] = first
+                head[a] = start
             else:
-                nxt[tail[a]] = first
+                nxt[tail[a]] = start
             tail[a] = last
             length[a] += live
-    return merged_a[:m].copy(), merged_b[:m].copy(), merged_score[:m].copy(), alive
+    return merged_a[:m], merged_b[:m], merged_score[:m], alive
+
+
+def index_dtype(n, n_edges):
+    """int32 for the indices of a graph of ``n`` regions and ``n_edges`` edges when they
+    fit (half the memory of :func:`merge_edges`), else int64."""
+    return np.int32 if max(int(n), 2 * int(n_edges)) < 2**31 - 1 else np.int64
+
+
+def initial_order(initial, stop, dtype=np.int64):
+    """The edges in order of their initial scores (stable), up to the first ``>= stop``.
+
+    The edges from there on can only stop :func:`merge_edges`, which stops by itself
+    when none is left below ``stop``.
+
+    Args:
+        initial: ndarray of shape (E,), the scores of :func:`edge_scores`.
+        stop: The stop score.
+        dtype: Of the result (:func:`index_dtype`).
+
+    Returns:
+        ndarray of shape (K,) of edge indices, K <= E.
+    """
+    order = np.argsort(initial, kind="stable")
+    above = np.count_nonzero(initial >= stop)
+    kept = np.count_nonzero(initial < stop) if above else initial.size  # NaN sorts last
+    return order[:kept].astype(dtype)
 
 
 @njit(cache=True)
@@ -298,11 +372,11 @@ def history_indices(rag, n, *, scoring, quantile, stop):
     )
     total = rag.total.astype(np.float64)
     count = rag.count.astype(np.float64)
-    initial = edge_scores(total, count, hist, float(quantile))
-    order = np.argsort(initial, kind="stable")
+    dtype = index_dtype(n, total.size)
+    order = initial_order(edge_scores(total, count, hist, float(quantile)), stop, dtype)
     a, b, score, _ = merge_edges(
-        int(n), rag.u.astype(np.int64), rag.v.astype(np.int64), total, count, hist,
-        float(quantile), float(stop), initial, order, np.zeros(int(n), np.bool_),
+        int(n), rag.u.astype(dtype), rag.v.astype(dtype), total, count, hist,
+        float(quantile), float(stop), order, np.zeros(int(n), np.bool_),
     )
     return a, b, score
 
@@ -350,20 +424,48 @@ def threshold_luts(history_a, history_b, scores, n, thresholds):
     Node 0 (background) maps to 0; other nodes to ids from 1, ordered by root node.
     """
     order = np.argsort(thresholds, kind="stable")
-    reached = np.maximum.accumulate(scores) if scores.size else scores
-    parent = np.arange(n)
+    ordered = scores.size < 2 or bool((scores[1:] >= scores[:-1]).all())
+    reached = scores if ordered else np.maximum.accumulate(scores)
+    parent = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
     done = 0
     luts = [None] * len(thresholds)
     for i in order:
         upto = int(np.searchsorted(reached, thresholds[i], side="left"))
         apply_merges(parent, history_a, history_b, done, upto)
         done = max(done, upto)
-        root = roots(parent)
-        lut = np.zeros(n, np.int64)
-        _, inverse = np.unique(root[1:], return_inverse=True)
-        lut[1:] = inverse + 1
-        luts[i] = lut
+        luts[i] = consecutive_roots(parent)
     return luts
+
+
+@njit(cache=True)
+def consecutive_roots(parent):
+    """Node -> the rank of its root among the roots of nodes ``1..n-1`` (from 1); 0 -> 0.
+
+    The same as ``np.unique(roots(parent)[1:], return_inverse=True)[1] + 1`` behind a 0,
+    without the sort.
+
+    Args:
+        parent: ndarray of shape (n,), a union-find forest (its paths are halved).
+
+    Returns:
+        int64 ndarray of shape (n,).
+    """
+    n = parent.size
+    lut = np.zeros(n, np.int64)
+    if n == 0:
+        return lut
+    rank = np.zeros(n, parent.dtype)
+    for i in range(1, n):
+        lut[i] = find(parent, i)
+        rank[lut[i]] = 1
+    r = 0
+    for j in range(n):
+        if rank[j]:
+            r += 1
+            rank[j] = r
+    for i in range(1, n):
+        lut[i] = rank[lut[i]]
+    return lut
 
 
 def agglomerate(fragments, affs, *, thresholds=(0.5,), scoring="mean", quantile=0.5,
