@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if (args.command in KERAS_COMMANDS and (args.command, action) not in LIGHT_ACTIONS
-                and not args.verbose):
+                and not args.verbose and not getattr(args, "blockwise", False)):
+            # (--blockwise: the Dask workers load the model; this process stays light)
             _import_keras_quietly()
         with _sigterm_interrupts():
             return int(args.func(args) or 0)

@@ -72,19 +72,16 @@ def _steepest_ascent(affs, cz, cy, cx, low, high, seg):
                 m = max(max(max(negz, negy), max(negx, posz)), max(posy, posx))
                 bits = 0
                 if m > low:
-                    if negz == m or negz >= high:
-                        bits |= 0x01
-                    if negy == m or negy >= high:
-                        bits |= 0x02
-                    if negx == m or negx >= high:
-                        bits |= 0x04
-                    if posz == m or posz >= high:
-                        bits |= 0x08
-                    if posy == m or posy >= high:
-                        bits |= 0x10
-                    if posx == m or posx >= high:
-                        bits |= 0x20
+                    bits = (_bit(negz, m, high, 0x01) | _bit(negy, m, high, 0x02)
+                            | _bit(negx, m, high, 0x04) | _bit(posz, m, high, 0x08)
+                            | _bit(posy, m, high, 0x10) | _bit(posx, m, high, 0x20))
                 seg[z, y, x] = bits
+
+
+@njit(cache=True, inline="always")
+def _bit(affinity, steepest, high, bit):
+    """``bit`` when an edge is one of the voxel's steepest or at least ``high``, else 0."""
+    return bit if affinity == steepest or affinity >= high else 0
 
 
 @njit(cache=True)
