@@ -137,13 +137,16 @@ def test_challenge_stack_whose_labels_differ_in_shape_is_refused(tmp_path):
 
     folder = tmp_path / "snemi3d"
     folder.mkdir()
-    tifffile.imwrite(folder / "train-input.tif", np.zeros((4, 16, 16), np.uint8))
-    tifffile.imwrite(folder / "train-labels.tif", np.zeros((4, 16, 12), np.uint32))
+    tifffile.imwrite(folder / "train-input.tif", np.zeros((4, 16, 16), np.uint8),
+                     photometric="minisblack")
+    tifffile.imwrite(folder / "train-labels.tif", np.zeros((4, 16, 12), np.uint32),
+                     photometric="minisblack")
     message = (r"snemi3d: images '.*train-input\.tif' \(4, 16, 16\) and labels "
                r"'.*train-labels\.tif' \(4, 16, 12\) differ in shape")
     with pytest.raises(InputError, match=message):
         load_dataset("snemi3d", root=tmp_path)
-    tifffile.imwrite(folder / "train-labels.tif", np.ones((4, 16, 16), np.uint32))
+    tifffile.imwrite(folder / "train-labels.tif", np.ones((4, 16, 16), np.uint32),
+                     photometric="minisblack")
     dataset = load_dataset("snemi3d", root=tmp_path)
     assert dataset.raw.shape == dataset.labels.shape == (4, 16, 16)
     assert dataset.test is None and dataset.validation_sections == (3,)
