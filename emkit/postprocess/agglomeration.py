@@ -42,14 +42,15 @@ from emkit.postprocess.graph_kernels import (
     find,
     heap_pop,
     heap_push,
+    table_add,
+    table_new,
+    table_slot,
 )
 from emkit.postprocess.options import DEFAULTS, check_scoring
 from emkit.postprocess.rag import RegionGraph, region_graph_unchecked
 
 #: Histogram bins per edge for quantile scoring.
 DEFAULT_BINS = DEFAULTS.bins
-#: Fibonacci hashing's multiplier, 2^64 / golden ratio.
-_FIBONACCI = np.uint64(11400714819323198485)
 
 
 @dataclass(frozen=True)
@@ -98,23 +99,6 @@ def _key(a, b, n):
 
 
 @njit(cache=True)
-def _table(expected, like):
-    """An empty edge table (-1 everywhere) with room for ``expected`` edges at load
-    factor 1/2; a power of 2 slots, of ``like``'s dtype."""
-    size = 16
-    while size < 2 * expected:
-        size *= 2
-    return np.full(size, -1, like.dtype)
-
-
-@njit(cache=True, inline="always")
-def _slot(table, key):
-    """The first slot to probe for ``key`` (Fibonacci hashing)."""
-    bits = np.uint64(64 - np.int64(np.log2(table.size)))
-    return np.int64((np.uint64(key) * _FIBONACCI) >> bits)
-
-
-@njit(cache=True)
 def _lookup(table, a, b, n, eu, ev, alive):
     """The live edge between regions ``a`` and ``b``, or -1.
 
@@ -123,23 +107,13 @@ def _lookup(table, a, b, n, eu, ev, alive):
     slots are stale, and their region pair never comes back: one of the two was absorbed).
     """
     mask = table.size - 1
-    i = _slot(table, _key(a, b, n))
+    i = table_slot(table, _key(a, b, n))
     while table[i] >= 0:
         e = table[i]
         if alive[e] and ((eu[e] == a and ev[e] == b) or (eu[e] == b and ev[e] == a)):
             return e
         i = (i + 1) & mask
     return -1
-
-
-@njit(cache=True)
-def _add(table, e, key):
-    """Puts edge ``e`` in the first free slot for ``key``."""
-    mask = table.size - 1
-    i = _slot(table, key)
-    while table[i] >= 0:
-        i = (i + 1) & mask
-    table[i] = e
 
 
 @njit(cache=True)
@@ -150,7 +124,7 @@ def _rebuild(table, n, eu, ev, alive):
     live = 0
     for e in range(eu.size):
         if alive[e]:
-            _add(table, e, _key(eu[e], ev[e], n))
+            table_add(table, e, _key(eu[e], ev[e], n))
             live += 1
     return live
 
@@ -201,7 +175,7 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, order, frozen):
     tail = np.full(n, -1, eu.dtype)
     length = np.zeros(n, eu.dtype)
     nxt = np.full(2 * n_edges, -1, eu.dtype)
-    table = _table(n_edges, eu)
+    table = table_new(n_edges, eu)
     used = n_edges
     for e in range(n_edges):
         for side in range(2):
@@ -213,7 +187,7 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, order, frozen):
                 nxt[tail[node]] = h
             tail[node] = h
             length[node] += 1
-        _add(table, e, _key(eu[e], ev[e], n))
+        table_add(table, e, _key(eu[e], ev[e], n))
     alive = np.ones(n_edges, np.bool_)
     version = np.zeros(n_edges, eu.dtype)
     keys = np.empty(1024, np.float64)
@@ -292,7 +266,7 @@ def merge_edges(n, eu, ev, total, count, hist, quantile, stop, order, frozen):
                         eu[e2] = a
                     else:
                         ev[e2] = a
-                    _add(table, e2, _key(a, other, n))
+                    table_add(table, e2, _key(a, other, n))
                     used += 1
                     if 2 * used > table.size:
                         used = _rebuild(table, n, eu, ev, alive)

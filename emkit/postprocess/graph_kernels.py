@@ -1,4 +1,4 @@
-"""Compiled helpers shared by the graph stages: union-find and a binary min-heap.
+"""Compiled helpers shared by the graph stages: union-find, a binary min-heap, a hash set.
 
 All functions are numba ``@njit(cache=True)``: llvmlite compiles them on first use (no
 C compiler is needed) and the machine code is cached beside this file.
@@ -90,46 +90,37 @@ def heap_pop(keys, items, tags, n):
     return key, item, tag, n
 
 
-# ----------------------------------------------------------------------------- hash map
-# Open addressing with linear probing, int64 keys >= 0, int64 values; -1 marks an empty
-# slot. There is no delete: callers validate what they look up and leave stale entries,
-# which ``table_rebuild`` drops when the table fills up.
+# ----------------------------------------------------------------------------- hash set
+# Open addressing with linear probing over one array of item ids (>= 0; -1 marks an
+# empty slot), each put in by a key >= 0 that the caller derives from the item. There is
+# no delete and no stored key: a caller checks what it finds against its own arrays,
+# passes over stale items, and empties and refills the table when it fills up.
 
-_FIBONACCI = np.uint64(11400714819323198485)
+_FIBONACCI = np.uint64(11400714819323198485)  # 2^64 / golden ratio
 
 
 @njit(cache=True)
-def table_new(expected):
-    """Empty table with room for ``expected`` entries at load factor 1/2."""
-    capacity = 16
-    while capacity < 2 * expected:
-        capacity *= 2
-    return np.full(capacity, -1, np.int64), np.empty(capacity, np.int64)
+def table_new(expected, like):
+    """An empty table (-1 everywhere) with room for ``expected`` items at load factor
+    1/2; a power of 2 slots, of ``like``'s dtype."""
+    size = 16
+    while size < 2 * expected:
+        size *= 2
+    return np.full(size, -1, like.dtype)
 
 
 @njit(cache=True, inline="always")
-def _slot(keys, key):
-    bits = np.uint64(63 - np.int64(np.log2(keys.size)) + 1)
-    i = np.int64((np.uint64(key) * _FIBONACCI) >> bits)
-    mask = keys.size - 1
-    while keys[i] != key and keys[i] != -1:
+def table_slot(table, key):
+    """The first slot to probe for ``key`` (Fibonacci hashing)."""
+    bits = np.uint64(64 - np.int64(np.log2(table.size)))
+    return np.int64((np.uint64(key) * _FIBONACCI) >> bits)
+
+
+@njit(cache=True)
+def table_add(table, item, key):
+    """Puts ``item`` in the first free slot for ``key``."""
+    mask = table.size - 1
+    i = table_slot(table, key)
+    while table[i] >= 0:
         i = (i + 1) & mask
-    return i
-
-
-@njit(cache=True)
-def table_get(keys, values, key):
-    """Value stored under ``key``, or -1."""
-    i = _slot(keys, key)
-    return values[i] if keys[i] == key else -1
-
-
-@njit(cache=True)
-def table_put(keys, values, used, key, value):
-    """Store ``key -> value`` (overwrite); returns the new number of used slots."""
-    i = _slot(keys, key)
-    if keys[i] != key:
-        keys[i] = key
-        used += 1
-    values[i] = value
-    return used
+    table[i] = item
