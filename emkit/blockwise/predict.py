@@ -139,7 +139,7 @@ def predict_blockwise(
                  client=client) as dask_client:
         wanted = _per_axis(block_shape)
         info = dask_client.submit(
-            model_info, str(model_path.resolve()), stamp, raw_volume.shape,
+            model_info, str(model_path.resolve()), stamp,
             tuple(min(b, n) for b, n in zip(wanted, raw_volume.shape)), tiling, pure=False,
         ).result()
         rounded = tuple(-(-b // p) * p for b, p in zip(wanted, info["period"]))
@@ -190,22 +190,19 @@ def predict_block(block: Block, job: PredictJob) -> int:
     return block.size
 
 
-def model_info(model_path: str, stamp, volume_shape, block_shape, tiling: dict) -> dict:
+def model_info(model_path: str, stamp, block_shape, tiling: dict) -> dict:
     """What the blocks need to know of the model (runs on a worker).
 
     Args:
         model_path: The saved model.
         stamp: Its size and modification time (:func:`_stamp`).
-        volume_shape: The raw volume's ``(Z, Y, X)``.
         block_shape: The wanted block, cut to the volume.
         tiling: The tiling options (:data:`TILING`).
 
     Returns:
         ``context_before`` and ``context_after`` (the model's context, planned for a
-        block), ``period``, ``out_channels``, and ``grid``: None for an equivariant
-        model (:func:`~emkit.inference.plan.is_equivariant`), whose blocks are tiled
-        by themselves; for any other, the whole volume's
-        :class:`~emkit.inference.tiling.TileGrid`, whose tiles the blocks compute.
+        block), ``period`` and ``out_channels``. (Each block plans its own tiles:
+        :func:`~emkit.inference.predict_volume` with ``roi=``.)
     """
     from emkit.inference import plan_prediction
 
@@ -219,13 +216,11 @@ def model_info(model_path: str, stamp, volume_shape, block_shape, tiling: dict) 
                 "prediction reads one-channel (z, y, x) volumes"
             )
         plan = plan_prediction(model, block_shape, **options)
-        whole = plan if plan.equivariant else plan_prediction(model, volume_shape, **options)
     grid = plan.grid
     before = grid.context_before
     after = tuple(i - o - b for i, o, b in zip(grid.input_shape, grid.output_shape, before))
     return {"context_before": before, "context_after": after, "period": plan.period,
-            "out_channels": plan.out_channels,
-            "grid": None if plan.equivariant else whole.grid}
+            "out_channels": plan.out_channels}
 
 
 # Per-process model cache: (path, stamp) -> (model, lock). A worker loads a model once.

@@ -399,7 +399,6 @@ def _check_roi(roi, spatial):
     return tuple(r.start for r in ranges), tuple(len(r) for r in ranges)
 
 
-
 def output_array(out, shape: tuple[int, ...]):
     """The array a prediction is written into: a new zeroed one, or ``out`` checked.
 
