@@ -803,31 +803,36 @@ def report(state):
     evaluation = (stages.get("evaluate") or {}).get("metrics")
     if evaluation:
         lines.append(f"whole volume vs ground truth: {_metrics(evaluation, config)}")
-    whole = (stages.get("crop/whole/evaluate") or {}).get("metrics")
-    blockwise = (stages.get("crop/blockwise/evaluate") or {}).get("metrics")
-    if whole and blockwise:
-        a, b = whole.get("adapted_rand_error"), blockwise.get("adapted_rand_error")
-        line = (f"crop {config.get('crop_shape')}: adapted Rand error whole-volume {a:.4f}, "
-                f"blockwise {b:.4f}, difference {b - a:+.4f}")
-        versus = (stages.get("crop/blockwise_vs_whole") or {}).get("metrics")
-        if versus:
-            line += (f"; blockwise against whole-volume segmentation: adapted Rand error "
-                     f"{versus.get('adapted_rand_error'):.4f}")
+    line = _crop_line(stages, "", f"crop {config.get('crop_shape')}", (".4f", "+.4f", ".4f"),
+                      "; blockwise against whole-volume segmentation: adapted Rand error")
+    if line:
         diff = (stages.get("crop/affinities") or {}).get("max_abs_diff")
         if diff is not None:
             line += f"; affinities max |difference| {diff:.2g}"
         lines.append(line)
-    whole = (stages.get("crop/whole/evaluate_dust0") or {}).get("metrics")
-    blockwise = (stages.get("crop/blockwise/evaluate_dust0") or {}).get("metrics")
-    if whole and blockwise:
-        a, b = whole.get("adapted_rand_error"), blockwise.get("adapted_rand_error")
-        line = (f"crop, segment options + --dust-size 0 (the same merges in both): adapted "
-                f"Rand error whole-volume {a:.6f}, blockwise {b:.6f}, difference {b - a:+.2g}")
-        versus = (stages.get("crop/blockwise_vs_whole_dust0") or {}).get("metrics")
-        if versus:
-            line += f"; against each other {versus.get('adapted_rand_error'):.2g}"
+    line = _crop_line(stages, "_dust0", "crop, segment options + --dust-size 0 (the same "
+                      "merges in both)", (".6f", "+.2g", ".2g"), "; against each other")
+    if line:
         lines.append(line)
     return "\n".join(lines)
+
+
+def _crop_line(stages, suffix: str, head: str, formats, versus_text: str) -> str | None:
+    """The crop's adapted Rand errors, whole-volume and blockwise (stages ending in
+    ``suffix``), and of the two against each other; None before both are evaluated.
+    ``formats``: of the errors, of their difference, of the two against each other."""
+    whole = (stages.get(f"crop/whole/evaluate{suffix}") or {}).get("metrics")
+    blockwise = (stages.get(f"crop/blockwise/evaluate{suffix}") or {}).get("metrics")
+    if not (whole and blockwise):
+        return None
+    value, gap, other = formats
+    a, b = whole.get("adapted_rand_error"), blockwise.get("adapted_rand_error")
+    line = (f"{head}: adapted Rand error whole-volume {a:{value}}, blockwise {b:{value}}, "
+            f"difference {b - a:{gap}}")
+    versus = (stages.get(f"crop/blockwise_vs_whole{suffix}") or {}).get("metrics")
+    if versus:
+        line += f"{versus_text} {versus.get('adapted_rand_error'):{other}}"
+    return line
 
 
 def _metrics(metrics, config):
